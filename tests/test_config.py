@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from hadskip.config import build_settings, check_budgets, known_keys
+from hadskip.errors import ConfigError
+
+
+def test_defaults_follow_the_paper():
+    s = build_settings()
+    s3 = s.stage3
+    assert (s3.beta, s3.alpha_pred, s3.alpha_hidden, s3.alpha_attn, s3.alpha_emb) == (1, 1, 1, 1, 1)
+    assert s3.homotopic and s3.budget_step == 1.0
+    assert s.budgets == [4.5, 3.0, 1.5]
+
+
+def test_overrides_are_typed_and_nested():
+    s = build_settings(
+        {"data": {"task": "CoLA"}}, ["stage3.beta=2.5", "stage3.homotopic=false", "budgets=[3, 1.5]"]
+    )
+    assert s.stage3.beta == 2.5 and s.stage3.homotopic is False and s.budgets == [3.0, 1.5]
+    assert s.data.task == "cola"
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown setting 'betta'.*known:") as err:
+        build_settings(overrides=["betta=1"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"unknown setting 'beta'; did you mean stage3.beta\?"):
+        build_settings(overrides=["beta=1"])
+
+
+def test_wrong_type_names_field_and_value():
+    with pytest.raises(ConfigError, match=r"setting stage3.beta='lots' is invalid"):
+        build_settings(overrides=["stage3.beta=lots"])
+    with pytest.raises(ConfigError, match=r"setting stage1.lr=-1 is invalid"):
+        build_settings(overrides=["stage1.lr=-1"])
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        build_settings(overrides=["stage1.lr"])
+
+
+def test_budgets_are_checked_against_depth_without_clamping():
+    assert check_budgets([1.5, 4.5, 3], 6) == [4.5, 3, 1.5]
+    with pytest.raises(ConfigError, match=r"budget 9 is outside \(0, 6\] for this 6-layer model"):
+        check_budgets([3, 6, 9], 6)
+    with pytest.raises(ConfigError, match="positive"):
+        build_settings(overrides=["budgets=[0]"])
+
+
+def test_every_key_is_reachable():
+    keys = known_keys()
+    assert "stage3.alpha_attn" in keys and "data.task" in keys and "budgets" in keys
+    for key in ("stage2.enabled=false", "model.gate_hidden_size=8", "data.max_length=64"):
+        build_settings(overrides=[key])
