@@ -1,0 +1,55 @@
+"""The skip gate and the ReinMax gradient estimator (paper Sec. 4.2 and appendix C, Algorithm 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SKIP, RUN = 0, 1  # index of each decision in the gate's two logits
+
+
+class SkipGate(nn.Module):
+    """g(h_{i-1}; w_i): a one-hidden-layer feed-forward net on the first-token state, logits over {skip, run}."""
+
+    def __init__(self, hidden_size: int, gate_hidden_size: int = 64, init_run_bias: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, gate_hidden_size)
+        self.act = nn.Tanh()
+        self.fc2 = nn.Linear(gate_hidden_size, 2)
+        nn.init.normal_(self.fc1.weight, std=0.02)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.normal_(self.fc2.weight, std=0.02)
+        with torch.no_grad():
+            self.fc2.bias.copy_(torch.tensor([0.0, init_run_bias]))
+
+    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
+        # (B, D) -> (B, 2); computed in float32 so the decision does not flip under half precision
+        return self.fc2(self.act(self.fc1(first_token))).float()
+
+
+def sample_one_hot(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """D ~ Categorical(softmax(logits)) as a one-hot tensor of the logits' shape."""
+    probs = logits.detach().softmax(dim=-1).reshape(-1, logits.shape[-1])
+    idx = torch.multinomial(probs, num_samples=1, replacement=True, generator=generator)
+    return torch.zeros_like(probs).scatter_(-1, idx, 1.0).reshape(logits.shape)
+
+
+def reinmax(logits: torch.Tensor, one_hot: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """ReinMax (Algorithm 1): forward value is exactly `one_hot`; the backward pass is Heun's
+    second-order approximation of the gradient through the discrete sample.
+
+    `one_hot` is the sampled decision D (from `sample_one_hot` in training). `tau` only shapes the
+    backward pass, through pi_1 = (D + softmax(logits / tau)) / 2, as in the reference implementation.
+    """
+    pi0 = logits.softmax(dim=-1)
+    # value (D + pi0_tau) / 2, gradient of a softmax evaluated at that point
+    pi1_value = 0.5 * (one_hot + (logits.detach() / tau).softmax(dim=-1))
+    pi1 = ((pi1_value.clamp_min(1e-20).log() - logits).detach() + logits).softmax(dim=-1)
+    pi2 = 2.0 * pi1 - 0.5 * pi0
+    return pi2 - pi2.detach() + one_hot
+
+
+def straight_through(logits: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    """First-order straight-through estimator (for comparison with ReinMax)."""
+    probs = logits.softmax(dim=-1)
+    return probs - probs.detach() + one_hot

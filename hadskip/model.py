@@ -1,0 +1,401 @@
+"""Gated transformer layers wrapped around an HF encoder's layer list (paper Sec. 4.2).
+
+h_i = g_i * f_i(h_{i-1}) + (1 - g_i) * h_{i-1}, with g_i in {0, 1} decided per sequence by a `SkipGate` on
+h_{i-1}'s first-token state. The HF model keeps its embeddings, masks and head; each layer in its list is
+swapped for a `GatedLayer` that holds the original as `base_layer` (peft-style), and `unwrap()` puts the
+originals back.
+
+Modes of a forward pass:
+- training with sampling: every layer runs on the whole batch, the gate is a ReinMax sample, and the output
+  is the mixture above, so gradients reach both the gate and the layer;
+- deterministic (eval, inference): p(run) > threshold decides, and a layer runs only on the sequences
+  whose gate is open (gather -> layer -> scatter), so skipping saves real time in a batch;
+- open: every gate open (the teacher, and the "all gates open == unwrapped model" contract);
+- forced: a given (B, L) pattern (benchmarks and tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hadskip.arch import Architecture, architecture_for, attention_module_name, layer_list
+from hadskip.errors import CheckpointError, ConfigError
+from hadskip.gates import RUN, SkipGate, reinmax, sample_one_hot
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+GATES_FILE = "gates.safetensors"
+META_FILE = "hadskip.json"
+
+
+@dataclass
+class Trace:
+    """What one forward pass recorded, per layer, for distillation and skip statistics."""
+
+    embeddings: torch.Tensor | None = None  # (B, T, D) h_0, the embedding output
+    hidden: list[torch.Tensor] = field(default_factory=list)  # L x (B, T, D) h_i after gating
+    attentions: list[torch.Tensor | None] = field(default_factory=list)  # L x (B, T, T) head-averaged
+    gates: list[torch.Tensor] = field(default_factory=list)  # L x (B,) executed: 1, skipped: 0
+    probs: list[torch.Tensor] = field(default_factory=list)  # L x (B,) p(run)
+
+
+class RoutingState:
+    """Per-forward settings shared by a GatedModel and its layers (a plain object, not a module)."""
+
+    def __init__(self) -> None:
+        self.mode = "gated"  # "gated" | "open" | "forced"
+        self.forced: torch.Tensor | None = None  # (B, L) bool, for mode "forced"
+        self.sample = True  # ReinMax sampling while training; False: deterministic even in train()
+        self.tau = 1.0
+        self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold
+        self.route = True  # False: compute every layer on the whole batch and mix (reference path)
+        self.record_hidden = False
+        self.record_attn = False
+        self.trace = Trace()
+
+
+def _slice_batch(value: object, idx: torch.Tensor, batch: int) -> object:
+    # Per-sequence tensors (masks, position ids, position biases) follow the routed subset; tensors
+    # that broadcast over the batch (size 1) and everything else pass through unchanged.
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+        return value.index_select(0, idx)
+    return value
+
+
+class GatedLayer(nn.Module):
+    """One HF layer behind a skip gate."""
+
+    def __init__(
+        self, base_layer: nn.Module, gate: SkipGate, index: int, arch: Architecture, attn_name: str | None
+    ):
+        super().__init__()
+        self.base_layer = base_layer
+        self.gate = gate
+        self.index = index
+        self.arch = arch
+        self._state_ref: weakref.ReferenceType[RoutingState] | None = None
+        self._attn: torch.Tensor | None = None
+        self._hooks = []
+        if attn_name is not None:
+            for module in base_layer.modules():
+                if type(module).__name__ == attn_name:
+                    self._hooks.append(module.register_forward_hook(self._capture_attention))
+                    break
+
+    @property
+    def state(self) -> RoutingState:
+        return self._state_ref()
+
+    def _capture_attention(self, module: nn.Module, args: tuple, output: object) -> None:
+        if self.state.record_attn and isinstance(output, tuple) and len(output) > 1:
+            self._attn = output[1]
+
+    def _call_base(self, hidden: torch.Tensor, args: Sequence, kwargs: dict) -> torch.Tensor:
+        if self.state.record_attn and self.arch.attention_kwargs:
+            kwargs = {**kwargs, **self.arch.attention_kwargs}
+        out = self.base_layer(hidden, *args, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _routed(self, hidden: torch.Tensor, run: torch.Tensor, args: Sequence, kwargs: dict) -> torch.Tensor:
+        """Run the base layer only on rows where `run` is True: gather, run, scatter back."""
+        batch = hidden.shape[0]
+        n_run = int(run.sum())  # the one host sync routing needs
+        if n_run == batch:
+            return self._call_base(hidden, args, kwargs)
+        self._attn = None
+        if n_run == 0:
+            return hidden
+        idx = run.nonzero().squeeze(1)
+        sub_args = [_slice_batch(a, idx, batch) for a in args]
+        sub_kwargs = {k: _slice_batch(v, idx, batch) for k, v in kwargs.items()}
+        sub_out = self._call_base(hidden.index_select(0, idx), sub_args, sub_kwargs)
+        if self._attn is not None:  # scatter the recorded attention too (zeros where skipped)
+            full = self._attn.new_zeros((batch, *self._attn.shape[1:]))
+            self._attn = full.index_copy(0, idx, self._attn)
+        return hidden.index_copy(0, idx, sub_out.to(hidden.dtype))
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        state = self.state
+        trace = state.trace
+        h = hidden_states  # (B, T, D)
+        self._attn = None
+        if self.index == 0 and state.record_hidden:
+            trace.embeddings = h
+
+        probs = None
+        if state.mode == "open":
+            out = self._call_base(h, args, kwargs)
+            gate = h.new_ones(h.shape[0])
+        else:
+            if state.mode == "forced":
+                run = state.forced[:, self.index].to(device=h.device, dtype=torch.bool)
+            else:
+                logits = self.gate(h[:, 0])  # (B, 2)
+                probs = logits.softmax(dim=-1)[:, RUN]
+                run = probs > state.threshold
+            if state.mode == "gated" and self.training and state.sample:
+                one_hot = sample_one_hot(logits)
+                gate = reinmax(logits, one_hot, state.tau)[:, RUN].to(h.dtype)  # (B,), value 0/1
+                f = self._call_base(h, args, kwargs)
+                out = h + gate[:, None, None] * (f - h)
+            elif state.route:
+                gate = run.to(h.dtype)
+                out = self._routed(h, run, args, kwargs)
+            else:
+                gate = run.to(h.dtype)
+                f = self._call_base(h, args, kwargs)
+                out = torch.where(run[:, None, None], f, h)
+
+        trace.gates.append(gate)
+        if probs is not None:
+            trace.probs.append(probs)
+        if state.record_hidden:
+            trace.hidden.append(out)
+        if state.record_attn:
+            if self._attn is None and state.mode != "forced" and bool(gate.detach().any()):
+                raise ConfigError(
+                    "attention distillation needs attention probabilities; load the model with "
+                    "attn_implementation='eager' (the trainer does this when alpha_attn > 0)"
+                )
+            trace.attentions.append(None if self._attn is None else self._attn.mean(dim=1))  # (B, T, T)
+            self._attn = None
+        return (out,) if self.arch.layer_returns_tuple else out
+
+
+@dataclass
+class GatedOutput:
+    logits: torch.Tensor  # (B, C), C = 1 for regression
+    gates: torch.Tensor  # (B, L): 1 executed, 0 skipped (ReinMax-valued while training)
+    probs: torch.Tensor | None  # (B, L) p(run), None when no gate was evaluated
+    trace: Trace
+
+
+class GatedModel(nn.Module):
+    """An HF sequence-classification model whose layers sit behind skip gates."""
+
+    def __init__(self, hf_model: nn.Module, gate_hidden_size: int = 64, init_run_bias: float = 0.0):
+        super().__init__()
+        self.arch = architecture_for(hf_model)
+        self.model = hf_model
+        self.gate_hidden_size = gate_hidden_size
+        self.state = RoutingState()
+        self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold (calibrated per budget)
+        self.tokenizer = None  # set by `load`, for `predict`
+        self.metadata: dict = {}
+        layers = layer_list(hf_model, self.arch)
+        hidden_size = (
+            hf_model.config.hidden_size if hasattr(hf_model.config, "hidden_size") else hf_model.config.dim
+        )
+        attn_name = attention_module_name(hf_model, self.arch)
+        param = next(hf_model.parameters())
+        for i, base in enumerate(list(layers)):
+            if isinstance(base, GatedLayer):
+                raise ConfigError("model is already wrapped with gates")
+            gate = SkipGate(hidden_size, gate_hidden_size, init_run_bias).to(device=param.device)
+            gated = GatedLayer(base, gate, i, self.arch, attn_name)
+            gated._state_ref = weakref.ref(self.state)
+            layers[i] = gated
+
+    # -- structure -------------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.gated_layers)
+
+    @property
+    def gated_layers(self) -> list[GatedLayer]:
+        return list(layer_list(self.model, self.arch))
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.gated_layers for p in layer.gate.parameters()]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        gate_ids = {id(p) for p in self.gate_parameters()}
+        return [p for p in self.model.parameters() if id(p) not in gate_ids]
+
+    def gate_state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{i}.{name}": t.detach().contiguous()
+            for i, layer in enumerate(self.gated_layers)
+            for name, t in layer.gate.state_dict().items()
+        }
+
+    def load_gate_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        for i, layer in enumerate(self.gated_layers):
+            prefix = f"{i}."
+            layer.gate.load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
+
+    @contextlib.contextmanager
+    def unwrapped(self) -> Iterator[nn.Module]:
+        """Temporarily put the original layers back (for saving a plain HF checkpoint)."""
+        layers = layer_list(self.model, self.arch)
+        gated = list(layers)
+        for i, g in enumerate(gated):
+            layers[i] = g.base_layer
+        try:
+            yield self.model
+        finally:
+            for i, g in enumerate(gated):
+                layers[i] = g
+
+    def unwrap(self) -> nn.Module:
+        """Give the plain HF model back (gates dropped, hooks removed); this wrapper is unusable afterwards."""
+        layers = layer_list(self.model, self.arch)
+        for i, g in enumerate(list(layers)):
+            for hook in g._hooks:
+                hook.remove()
+            layers[i] = g.base_layer
+        model, self.model = self.model, None
+        return model
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Switch attention kernels ("eager" records attention maps; "sdpa" is faster)."""
+        if self.model.config._attn_implementation != name:
+            self.model.set_attn_implementation(name)
+
+    # -- forward ---------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        open_gates: bool = False,
+        forced_gates: torch.Tensor | None = None,
+        record_hidden: bool = False,
+        record_attn: bool = False,
+        sample: bool = True,
+        route: bool = True,
+        threshold: float | None = None,
+        tau: float = 1.0,
+    ) -> GatedOutput:
+        state = self.state
+        state.mode = "open" if open_gates else "forced" if forced_gates is not None else "gated"
+        state.forced = forced_gates
+        state.sample, state.route, state.tau = sample, route, tau
+        state.threshold = self.threshold if threshold is None else threshold
+        state.record_hidden, state.record_attn = record_hidden, record_attn
+        state.trace = trace = Trace()
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        try:
+            logits = self.model(**kwargs).logits
+        finally:
+            state.trace = Trace()
+            state.forced = None
+        gates = torch.stack(trace.gates, dim=1)
+        probs = torch.stack(trace.probs, dim=1) if len(trace.probs) == len(trace.gates) else None
+        return GatedOutput(logits=logits, gates=gates, probs=probs, trace=trace)
+
+    # -- save / load -----------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, tokenizer=None, metadata: dict | None = None) -> None:
+        """A plain HF checkpoint (safetensors) + gates.safetensors + hadskip.json (+ tokenizer)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with self.unwrapped() as hf:
+            hf.save_pretrained(path, safe_serialization=True)
+        save_file(self.gate_state_dict(), str(path / GATES_FILE))
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "num_layers": self.num_layers,
+            "gate_hidden_size": self.gate_hidden_size,
+            "threshold": self.threshold,
+            **({"metadata": metadata} if metadata else {}),
+        }
+        (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> GatedModel:
+        """Load a checkpoint written by `save_pretrained`; the tokenizer comes along when it was saved."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        for name in (META_FILE, GATES_FILE, "config.json"):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path} is not a HadSkip checkpoint: {name} is missing")
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+            if meta.get("format", 0) > CHECKPOINT_FORMAT:
+                raise CheckpointError(
+                    f"{path} was written by a newer hadskip (format {meta['format']}, this one reads "
+                    f"<= {CHECKPOINT_FORMAT}); upgrade hadskip"
+                )
+            hf = AutoModelForSequenceClassification.from_pretrained(path)
+            model = cls(hf, gate_hidden_size=int(meta["gate_hidden_size"]))
+            model.load_gate_state_dict(load_file(str(path / GATES_FILE)))
+        except CheckpointError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
+            raise CheckpointError(
+                f"checkpoint {path} is corrupted or incomplete ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            ) from None
+        model.threshold = float(meta.get("threshold", 0.5))
+        model.metadata = meta.get("metadata", {})
+        with contextlib.suppress(Exception):  # the tokenizer is optional in a checkpoint
+            model.tokenizer = AutoTokenizer.from_pretrained(path)
+        return model.to(device).eval()
+
+    # -- inference on raw text -------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        batch_size: int = 32,
+        max_length: int = 128,
+    ) -> dict[str, list]:
+        """Predict on raw text with the saved tokenizer. Returns labels (or scores), and the layers each
+        sequence executed."""
+        if self.tokenizer is None:
+            raise ConfigError(
+                "this model has no tokenizer; load it with hadskip.load(path) or set .tokenizer"
+            )
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = {"prediction": [], "layers": []}
+        try:
+            for start in range(0, len(texts), batch_size):
+                a = list(texts[start : start + batch_size])
+                b = None if pairs is None else list(pairs[start : start + batch_size])
+                enc = self.tokenizer(
+                    a, b, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                )
+                enc = {
+                    k: v.to(device)
+                    for k, v in enc.items()
+                    if k in ("input_ids", "attention_mask", "token_type_ids")
+                }
+                res = self(**enc)
+                logits = res.logits.float()
+                pred = logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
+                out["prediction"].extend(pred.tolist())
+                out["layers"].extend([i for i, g in enumerate(row) if g] for row in res.gates.bool().tolist())
+        finally:
+            self.train(was_training)
+        return out
+
+
+def load(path: str | Path, device: str = "cpu") -> GatedModel:
+    """Load a saved gated model (with its tokenizer) in one call."""
+    return GatedModel.from_pretrained(path, device=device)

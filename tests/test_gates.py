@@ -1,0 +1,56 @@
+"""ReinMax against the reference implementation (the `reinmax` package by its author)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hadskip.gates import RUN, SkipGate, reinmax, sample_one_hot, straight_through
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5, 2.0])
+@pytest.mark.parametrize("classes", [2, 5])
+def test_reinmax_gradient_matches_reference_package(tau, classes):
+    ref = pytest.importorskip("reinmax")
+    torch.manual_seed(0)
+    logits = torch.randn(64, classes, dtype=torch.float64)
+    upstream = torch.randn(64, classes, dtype=torch.float64)
+
+    x_ref = logits.clone().requires_grad_(True)
+    torch.manual_seed(1)
+    sample, _ = ref.reinmax(x_ref.contiguous(), tau)  # the package always samples
+    (sample * upstream).sum().backward()
+
+    x = logits.clone().requires_grad_(True)
+    out = reinmax(x, sample.detach(), tau)  # same sample D
+    (out * upstream).sum().backward()
+
+    torch.testing.assert_close(out.detach(), sample.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_reinmax_differs_from_straight_through():
+    torch.manual_seed(0)
+    logits = torch.randn(32, 2, requires_grad=True)
+    d = sample_one_hot(logits)
+    up = torch.randn(32, 2)
+    (reinmax(logits, d) * up).sum().backward()
+    g_rm = logits.grad.clone()
+    logits.grad = None
+    (straight_through(logits, d) * up).sum().backward()
+    assert not torch.allclose(g_rm, logits.grad)
+
+
+def test_sample_one_hot_follows_the_probabilities():
+    logits = torch.tensor([[0.0, 2.0]]).expand(20000, 2)
+    torch.manual_seed(0)
+    d = sample_one_hot(logits)
+    assert torch.all(d.sum(-1) == 1)
+    p_run = torch.softmax(torch.tensor([0.0, 2.0]), -1)[RUN].item()
+    assert d[:, RUN].mean().item() == pytest.approx(p_run, abs=0.01)
+
+
+def test_gate_initial_bias_sets_run_probability():
+    gate = SkipGate(16, 8, init_run_bias=2.0)
+    p = gate(torch.zeros(4, 16)).softmax(-1)[:, RUN]
+    torch.testing.assert_close(p, torch.full((4,), torch.sigmoid(torch.tensor(2.0)).item()))

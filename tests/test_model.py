@@ -1,0 +1,165 @@
+"""The gated wrapper: contracts with the HF model, routing, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_batch, tiny_model
+
+from hadskip.errors import CheckpointError, ConfigError
+from hadskip.model import GatedModel, load
+
+ARCHS = ["bert", "roberta", "electra", "mpnet", "distilbert"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_all_gates_open_equals_unwrapped_model(arch):
+    hf = tiny_model(arch)
+    ids, mask = tiny_batch()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask).logits
+        out = GatedModel(hf).eval()(ids, mask, open_gates=True)
+    torch.testing.assert_close(out.logits, ref)
+    assert out.gates.shape == (ids.shape[0], 4) and bool(out.gates.all())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_closed_gate_is_the_identity(arch):
+    model = GatedModel(tiny_model(arch)).eval()
+    ids, mask = tiny_batch()
+    forced = torch.ones(ids.shape[0], 4, dtype=torch.bool)
+    forced[:, 2] = False
+    with torch.no_grad():
+        out = model(ids, mask, forced_gates=forced, record_hidden=True)
+    hidden = out.trace.hidden
+    torch.testing.assert_close(hidden[2], hidden[1], rtol=0, atol=0)
+    assert not torch.allclose(hidden[1], hidden[0])
+    with torch.no_grad():
+        closed = model(ids, mask, forced_gates=torch.zeros_like(forced), record_hidden=True)
+    torch.testing.assert_close(closed.trace.hidden[-1], closed.trace.embeddings, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_routing_equals_masked_computation_and_single_rows(arch):
+    model = GatedModel(tiny_model(arch)).eval()
+    ids, mask = tiny_batch(batch=6)
+    g = torch.Generator().manual_seed(1)
+    forced = torch.rand(6, 4, generator=g) > 0.5
+    forced[0] = True  # one row runs everything, one skips everything
+    forced[1] = False
+    with torch.no_grad():
+        routed = model(ids, mask, forced_gates=forced).logits
+        masked = model(ids, mask, forced_gates=forced, route=False).logits
+        single = torch.cat(
+            [model(ids[i : i + 1], mask[i : i + 1], forced_gates=forced[i : i + 1]).logits for i in range(6)]
+        )
+    torch.testing.assert_close(routed, masked, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(routed, single, rtol=1e-5, atol=1e-5)
+
+
+def test_learned_routing_in_eval_matches_masked_and_threshold():
+    model = GatedModel(tiny_model("bert"), init_run_bias=0.0).eval()
+    for layer in model.gated_layers:  # make decisions depend on the input
+        torch.nn.init.normal_(layer.gate.fc2.weight, std=3.0)
+    ids, mask = tiny_batch(batch=8)
+    with torch.no_grad():
+        routed = model(ids, mask)
+        masked = model(ids, mask, route=False)
+    torch.testing.assert_close(routed.logits, masked.logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(routed.gates.bool(), routed.probs > 0.5)
+    assert 0 < routed.gates.sum() < routed.gates.numel()
+    with torch.no_grad():
+        stricter = model(ids, mask, threshold=0.9)
+    assert stricter.gates.sum() <= routed.gates.sum()
+
+
+def test_training_forward_samples_gates_and_gradients_reach_gates_and_layers():
+    model = GatedModel(tiny_model("bert")).train()
+    ids, mask = tiny_batch()
+    torch.manual_seed(0)
+    out = model(ids, mask)
+    assert set(out.gates.detach().unique().tolist()) <= {0.0, 1.0}
+    out.logits.pow(2).sum().backward()
+    layer = model.gated_layers[1]
+    assert layer.gate.fc2.weight.grad is not None and layer.gate.fc2.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.base_layer.parameters())
+
+
+def test_unwrap_gives_the_plain_model_back():
+    hf = tiny_model("bert")
+    originals = list(hf.bert.encoder.layer)
+    ids, mask = tiny_batch()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask).logits
+    model = GatedModel(hf)
+    plain = model.unwrap()
+    assert list(plain.bert.encoder.layer) == originals
+    assert all(type(layer).__name__ == "BertLayer" for layer in plain.bert.encoder.layer)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=ids, attention_mask=mask).logits, ref)
+
+
+def test_attention_maps_are_recorded_with_eager_attention_only():
+    model = GatedModel(tiny_model("bert")).eval()
+    ids, mask = tiny_batch()
+    model.set_attn_implementation("sdpa")
+    with pytest.raises(ConfigError, match="eager"), torch.no_grad():
+        model(ids, mask, open_gates=True, record_attn=True)
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(ids, mask, open_gates=True, record_attn=True, record_hidden=True)
+    assert len(out.trace.attentions) == 4
+    att = out.trace.attentions[0]
+    assert att.shape == (ids.shape[0], ids.shape[1], ids.shape[1])
+    torch.testing.assert_close(att.sum(-1), torch.ones_like(att.sum(-1)))  # rows of probabilities
+
+
+def test_unknown_model_type_is_a_clear_error():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    hf = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100))
+    with pytest.raises(ConfigError, match="unknown model type 'gpt2'; supported: .*bert"):
+        GatedModel(hf)
+
+
+def test_save_load_round_trip_and_predict_on_raw_text(tmp_path, minilm_path):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=64)  # fmt: skip
+    model = GatedModel(BertForSequenceClassification(cfg), gate_hidden_size=16).eval()
+    for layer in model.gated_layers:
+        torch.nn.init.normal_(layer.gate.fc2.weight, std=3.0)
+    model.threshold = 0.37
+    model.save_pretrained(tmp_path / "ckpt", tokenizer=tok, metadata={"budget": 1.5})
+    loaded = load(tmp_path / "ckpt")
+    assert loaded.threshold == pytest.approx(0.37) and loaded.metadata == {"budget": 1.5}
+    enc = tok(["a short one", "the cat sat on the mat today"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        b = loaded(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    torch.testing.assert_close(a.logits, b.logits)
+    assert torch.equal(a.gates, b.gates)
+    pred = loaded.predict(["a short one", "the cat sat on the mat today"])
+    assert pred["prediction"] == a.logits.argmax(-1).tolist()
+    assert [len(x) for x in pred["layers"]] == a.gates.sum(1).int().tolist()
+    # the saved model is a plain HF checkpoint too
+    from transformers import AutoModelForSequenceClassification
+
+    assert (
+        type(AutoModelForSequenceClassification.from_pretrained(tmp_path / "ckpt")).__name__
+        == "BertForSequenceClassification"
+    )
+
+
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
+    model = GatedModel(tiny_model("bert"))
+    model.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "gates.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="corrupted or incomplete"):
+        load(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "gates.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="gates.safetensors is missing"):
+        load(tmp_path / "ckpt")
