@@ -1,0 +1,69 @@
+"""Task, distillation and budget losses as pure functions (paper Eq. 3 and appendix B, Eqs. 5-8).
+
+Token-level losses average over real tokens only: with dynamic padding, padded positions carry no signal.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classification, MSE for regression (logits (B, 1))."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+def prediction_kd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """L_p, Eq. 5: KL(teacher || student) over predicted distributions (MSE of scores for regression).
+
+    Scaled by T^2 so its gradient magnitude does not shrink with the temperature (Hinton et al., 2015).
+    """
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits.float(), teacher_logits.float())
+    t = temperature
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * (t * t)
+
+
+def masked_mse(student: torch.Tensor, teacher: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over real tokens: (B, T, D) pairs, token_mask (B, T) of 0/1."""
+    m = token_mask.to(student.dtype).unsqueeze(-1)  # (B, T, 1)
+    sq = (student - teacher).pow(2) * m
+    return sq.sum() / (m.sum() * student.shape[-1]).clamp_min(1.0)
+
+
+def hidden_kd(
+    student: list[torch.Tensor], teacher: list[torch.Tensor], token_mask: torch.Tensor
+) -> torch.Tensor:
+    """L_h, Eq. 6: mean over layers of the token-masked MSE between h_i and the teacher's h_i."""
+    return torch.stack([masked_mse(s, t, token_mask) for s, t in zip(student, teacher, strict=True)]).mean()
+
+
+def attention_kd(
+    student: list[torch.Tensor | None], teacher: list[torch.Tensor], token_mask: torch.Tensor
+) -> torch.Tensor:
+    """L_att, Eq. 7: MSE between head-averaged attention maps (B, T, T) over real query/key pairs."""
+    m = token_mask.float()
+    pair = m[:, :, None] * m[:, None, :]  # (B, T, T): both query and key are real tokens
+    losses = [
+        masked_mse(s.unsqueeze(-1), t.unsqueeze(-1), pair)
+        for s, t in zip(student, teacher, strict=True)
+        if s is not None
+    ]
+    return torch.stack(losses).mean() if losses else token_mask.new_zeros((), dtype=torch.float32)
+
+
+def embedding_kd(student: torch.Tensor, teacher: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """L_emb, Eq. 8: token-masked MSE between the embedding-layer outputs."""
+    return masked_mse(student, teacher, token_mask)
+
+
+def budget_penalty(gates: torch.Tensor, budget: float, num_layers: int) -> torch.Tensor:
+    """Eq. 3's penalty without beta: (mean over batch and layers of g - k / L)^2; gates (B, L)."""
+    return (gates.float().mean() - budget / num_layers).pow(2)

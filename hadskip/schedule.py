@@ -1,0 +1,38 @@
+"""The homotopic budget path and the learning-rate schedule, as pure functions."""
+
+from __future__ import annotations
+
+import math
+
+_EPS = 1e-9
+
+
+def budget_path(num_layers: int, budgets: list[float], step: float = 1.0) -> list[float]:
+    """The homotopic sequence s_0 = L > s_1 > ... > s_q = min(budgets) (paper Sec. 4.3, Stage III).
+
+    Integer steps below L by default (L, L-1, ...), with every requested budget inserted where it falls,
+    so one walk yields all of them: L=6, budgets [4.5, 3, 1.5] -> [6, 5, 4.5, 4, 3, 2, 1.5].
+    """
+    if step <= 0:
+        raise ValueError(f"budget step {step!r} must be positive")
+    lowest = min(budgets)
+    points = {float(num_layers)}
+    k = float(num_layers)
+    while k - step > lowest + _EPS:
+        k -= step
+        points.add(round(k, 6))
+    points.update(float(b) for b in budgets)
+    return sorted(points, reverse=True)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up to 1, then linear decay to 0 at `total_steps`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    remaining = total_steps - step
+    return max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+
+def steps_for(epochs: float, batches_per_epoch: int, max_steps: int | None = None) -> int:
+    steps = max(1, math.ceil(epochs * batches_per_epoch))
+    return min(steps, max_steps) if max_steps is not None else steps
