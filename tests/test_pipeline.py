@@ -1,0 +1,149 @@
+"""`hadskip train` end to end on a tiny BERT and real CoLA rows: results, checkpoints, cache, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+import hadskip.pipeline as pipeline
+from hadskip.cli import main
+from hadskip.config import build_settings
+from hadskip.model import load
+from hadskip.results import SCHEMA, SCHEMA_VERSION, read_results
+
+FAST = ["--set", "data.train_limit=96", "--set", "data.dev_limit=64", "--set", "stage1.max_steps=4",
+        "--set", "stage2.max_steps=2", "--set", "stage3.max_steps=2", "--set", "stage3.calibration_rows=64",
+        "--set", "stage1.batch_size=16", "--set", "stage3.batch_size=16", "--set", "stage2.batch_size=16",
+        "-q"]  # fmt: skip
+
+
+def _argv(model_dir, glue_dir, out, cache, *extra):
+    args = ["train", "--task", "cola", "--model", model_dir, "--budgets", "3,1.5", "--output", str(out),
+            "--data-dir", str(glue_dir), "--cache-dir", str(cache), *FAST[:-1], *extra]  # fmt: skip
+    return ["-q", *args]
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    calls = []
+    real = pipeline.fit
+
+    def counting(model, stage, *a, **kw):
+        calls.append((stage.name, stage.budget))
+        return real(model, stage, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "fit", counting)
+    return calls
+
+
+def test_train_writes_results_checkpoints_and_reuses_stage1(
+    tmp_path, tiny_model_dir, glue_dir, count_fits, capsys
+):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(_argv(tiny_model_dir, glue_dir, out, cache)) == 0
+    assert [c[0] for c in count_fits] == ["stage1", "stage2"] + ["stage3"] * 4  # path 4, 3, 2, 1.5
+    assert [c[1] for c in count_fits[2:]] == [4, 3, 2, 1.5]
+
+    table = pq.read_table(out / "results.parquet")
+    assert table.schema.equals(SCHEMA, check_metadata=False)
+    assert table.schema.metadata[b"hadskip_schema_version"] == str(SCHEMA_VERSION).encode()
+    df = read_results(out / "results.parquet")
+    assert df["method"].tolist() == ["full", "hadskip", "hadskip"]
+    assert df["budget"].tolist() == [4.0, 3.0, 1.5]
+    assert (
+        (df["task"] == "cola").all() and (df["metric_name"] == "mcc").all() and (df["status"] == "ok").all()
+    )
+    for _, row in df.iterrows():
+        assert len(row.layer_usage) == 4 and len(row.layers_hist) == 5 and sum(row.layers_hist) == 64
+        assert row.mean_layers == pytest.approx(sum(i * n for i, n in enumerate(row.layers_hist)) / 64)
+        assert set(json.loads(row.metrics)) == {"mcc"} and -1 <= row.metric <= 1
+        assert row.run_id == df.run_id[0] and row.beta == 1.0 and row.seed == 42
+    assert df.mean_layers[0] == 4.0
+    assert abs(df.mean_layers[1] - 3.0) <= 1.0 and abs(df.mean_layers[2] - 1.5) <= 1.0
+    assert df.train_seconds[2] > df.train_seconds[1] > 0
+
+    model = load(df.checkpoint[2])  # a budget checkpoint loads in one call and predicts on raw text
+    pred = model.predict(["The cat sat on the mat.", "Cat the mat on sat."])
+    assert len(pred["prediction"]) == 2 and all(len(layers) <= 4 for layers in pred["layers"])
+    assert model.threshold == pytest.approx(df.gate_threshold[2])
+
+    # same stage I settings in another run: the cached stage I model is reused
+    count_fits.clear()
+    assert main(_argv(tiny_model_dir, glue_dir, tmp_path / "run2", cache, "--no-checkpoints")) == 0
+    assert [c[0] for c in count_fits] == ["stage2"] + ["stage3"] * 4
+    first = read_results(out / "results.parquet")
+    second = read_results(tmp_path / "run2" / "results.parquet")
+    assert second.metric[0] == first.metric[0] and second.checkpoint.isna().all()
+    assert "stage1" not in capsys.readouterr().err
+
+
+def test_existing_output_is_not_overwritten(tmp_path, tiny_model_dir, glue_dir, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.parquet").write_bytes(b"precious")
+    code = main(_argv(tiny_model_dir, glue_dir, out, tmp_path / "cache"))
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds results (results.parquet); pass --overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (out / "results.parquet").read_bytes() == b"precious"
+
+
+def test_interrupted_run_resumes_without_loss_or_repeats(
+    tmp_path, tiny_model_dir, glue_dir, count_fits, monkeypatch
+):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    settings = build_settings(
+        {"model": {"name_or_path": tiny_model_dir}, "data": {"task": "cola", "data_dir": str(glue_dir)}},
+        [a for a in FAST if "=" in a] + ["budgets=[3, 1.5]"],
+    )
+
+    def stop_after_first_budget(row, ckpt):
+        if row.method == "hadskip":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_hadskip(settings, str(out), cache_dir=str(cache), on_point=stop_after_first_budget)
+    assert read_results(out / "results.parquet")["budget"].tolist() == [4.0, 3.0]
+    count_fits.clear()
+    with pytest.raises(Exception, match="already holds results"):
+        pipeline.train_hadskip(settings, str(out), cache_dir=str(cache))
+    rows = pipeline.train_hadskip(settings, str(out), cache_dir=str(cache), resume=True)
+    assert count_fits == [("stage3", 2.0), ("stage3", 1.5)]  # continues after budget 3's checkpoint
+    df = read_results(out / "results.parquet")
+    assert df["budget"].tolist() == [4.0, 3.0, 1.5] and [r.budget for r in rows] == [4.0, 3.0, 1.5]
+    count_fits.clear()
+    pipeline.train_hadskip(settings, str(out), cache_dir=str(cache), resume=True)  # nothing left to do
+    assert count_fits == [] and len(read_results(out / "results.parquet")) == 3
+    other = settings.model_copy(update={"seed": 7})
+    with pytest.raises(Exception, match="started with other settings"):
+        pipeline.train_hadskip(other, str(out), cache_dir=str(cache), resume=True)
+
+
+def test_non_homotopic_ablation_trains_each_budget_from_stage2(
+    tmp_path, tiny_model_dir, glue_dir, count_fits
+):
+    out = tmp_path / "run"
+    argv = _argv(tiny_model_dir, glue_dir, out, tmp_path / "cache", "--set", "stage3.homotopic=false",
+                 "--set", "stage2.enabled=false", "--set", "stage3.alpha_attn=0")  # fmt: skip
+    assert main(argv) == 0
+    assert count_fits == [("stage1", None), ("stage3", 3.0), ("stage3", 1.5)]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--budgets", "3,6,9"], "budget 9 is outside (0, 4] for this 4-layer model"),
+        (["--budgets", "3,x"], "--budgets '3,x' must be a comma list"),
+        (["--set", "stage3.bta=1"], "unknown setting 'stage3.bta'"),
+        (["--set", "stage3.beta=abc"], "setting stage3.beta='abc' is invalid"),
+        (["--task", "glue"], "unknown task 'glue'"),
+        (["--model", "/nonexistent/model"], "cannot read model '/nonexistent/model'"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(tmp_path, tiny_model_dir, glue_dir, capsys, extra, message):
+    code = main(_argv(tiny_model_dir, glue_dir, tmp_path / "run", tmp_path / "cache", *extra))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "results.parquet").exists()
