@@ -40,6 +40,7 @@ MINILM_ALIAS = "minilm-l6"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 STAGE1_CACHE_VERSION = 1
 STAGE2_CKPT = "checkpoints/stage2"
+RUN_FILES = ("results.parquet", "state.json", "config.json")  # the first two are results to protect
 
 
 def resolve_model_source(name: str) -> str:
@@ -291,7 +292,7 @@ class RunDir:
         return storage.join(self.uri, rel)
 
     def holds_results(self) -> list[str]:
-        return [name for name in ("results.parquet", "state.json") if storage.exists(self.child(name))]
+        return [name for name in RUN_FILES[:2] if storage.exists(self.child(name))]
 
     def publish_dir(self, rel: str) -> str:
         uri = self.child(rel)
@@ -379,6 +380,9 @@ def train_hadskip(
             f"{output} already holds results ({', '.join(existing)}); pass --overwrite to replace them, "
             "--resume to continue, or choose another --output"
         )
+    elif existing and runtime.is_main:  # --overwrite: clear what an earlier run left, and only that
+        for name in (*RUN_FILES, "checkpoints"):
+            storage.delete(run.child(name))
     if runtime.is_main:
         run.write("config.json", settings.model_dump_json(indent=2).encode())
 

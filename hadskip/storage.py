@@ -94,7 +94,11 @@ def local_dir_for(uri: str, scratch: str | Path | None = None) -> Path:
     return download_dir(uri, scratch)
 
 
-def delete_dir(uri: str) -> None:
+def delete(uri: str) -> None:
+    """Remove a file or a folder tree; nothing to do when it does not exist."""
     fs, path = resolve(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
         fs.delete_dir(path)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(path)

@@ -147,3 +147,12 @@ def test_bad_input_gives_one_line_errors(tmp_path, tiny_model_dir, glue_dir, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run" / "results.parquet").exists()
+
+
+def test_overwrite_clears_the_previous_run(tmp_path, tiny_model_dir, glue_dir):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(_argv(tiny_model_dir, glue_dir, out, cache)) == 0
+    assert (out / "checkpoints" / "budget-1.5").is_dir()
+    assert main(_argv(tiny_model_dir, glue_dir, out, cache, "--budgets", "2", "--overwrite")) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["budget-2", "stage2"]
+    assert read_results(out / "results.parquet")["budget"].tolist() == [4.0, 2.0]
