@@ -104,6 +104,10 @@ class Stage3Settings(OptimSettings):
     budget_step: float = Field(1.0, gt=0.0)
     # ReinMax temperature (appendix C); only shapes the backward pass.
     gate_tau: float = Field(1.0, gt=0.0)
+    # Gate decisions while training (stages II and III): True samples them from p(run), as the ReinMax
+    # reference implementation does; False takes the deterministic decision p(run) > 0.5 that inference
+    # uses (Algorithm 1's D = One_Hot(pi_0)), so training sees the routes the deployed model takes.
+    sample_gates: bool = True
     # After each budget, pick the inference threshold on p(run) so deterministic routing meets the
     # budget on a slice of the training data (False: the plain 0.5 threshold, argmax of the gate).
     calibrate: bool = True

@@ -6,8 +6,8 @@ swapped for a `GatedLayer` that holds the original as `base_layer` (peft-style),
 originals back.
 
 Modes of a forward pass:
-- training with sampling: every layer runs on the whole batch, the gate is a ReinMax sample, and the output
-  is the mixture above, so gradients reach both the gate and the layer;
+- training: every layer runs on the whole batch, the gate value is ReinMax's (a sampled decision, or the
+  argmax with `sample=False`), and the output is the mixture above, so gradients reach gate and layer;
 - deterministic (eval, inference): p(run) > threshold decides, and a layer runs only on the sequences
   whose gate is open (gather -> layer -> scatter), so skipping saves real time in a batch;
 - open: every gate open (the teacher, and the "all gates open == unwrapped model" contract);
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+import torch.nn.functional as F
 from torch import nn
 
 from hadskip.arch import Architecture, architecture_for, attention_module_name, layer_list
@@ -56,7 +57,7 @@ class RoutingState:
     def __init__(self) -> None:
         self.mode = "gated"  # "gated" | "open" | "forced"
         self.forced: torch.Tensor | None = None  # (B, L) bool, for mode "forced"
-        self.sample = True  # ReinMax sampling while training; False: deterministic even in train()
+        self.sample = True  # training: ReinMax on a sampled decision; False: on the argmax decision
         self.tau = 1.0
         self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold
         self.route = True  # False: compute every layer on the whole batch and mix (reference path)
@@ -143,9 +144,10 @@ class GatedLayer(nn.Module):
             else:
                 logits = self.gate(h[:, 0])  # (B, 2)
                 probs = logits.softmax(dim=-1)[:, RUN]
-                run = probs > state.threshold
-            if state.mode == "gated" and self.training and state.sample:
-                one_hot = sample_one_hot(logits)
+                # training decides at 0.5 (argmax); inference at the calibrated threshold
+                run = probs > (0.5 if self.training else state.threshold)
+            if state.mode == "gated" and self.training:
+                one_hot = sample_one_hot(logits) if state.sample else F.one_hot(run.long(), 2).to(logits.dtype)
                 gate = reinmax(logits, one_hot, state.tau)[:, RUN].to(h.dtype)  # (B,), value 0/1
                 f = self._call_base(h, args, kwargs)
                 out = h + gate[:, None, None] * (f - h)

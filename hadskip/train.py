@@ -117,8 +117,8 @@ def stage_loss(
         task = losses.task_loss(model(**inputs, open_gates=True).logits, labels)
         return {"total": task, "task": task}
     if stage.name == "stage2":  # gates only, task loss only
-        tau = s3.gate_tau if s3 is not None else 1.0
-        out = model(**inputs, tau=tau)
+        s3 = s3 or Stage3Settings()
+        out = model(**inputs, tau=s3.gate_tau, sample=s3.sample_gates)
         task = losses.task_loss(out.logits, labels)
         return {"total": task, "task": task, "layers": out.gates.detach().sum(1).mean()}
 
@@ -127,7 +127,7 @@ def stage_loss(
     need_attn = s3.alpha_attn > 0
     with torch.no_grad():
         t = teacher(**inputs, open_gates=True, record_hidden=need_hidden, record_attn=need_attn)
-    out = model(**inputs, record_hidden=need_hidden, record_attn=need_attn, tau=s3.gate_tau)
+    out = model(**inputs, record_hidden=need_hidden, record_attn=need_attn, tau=s3.gate_tau, sample=s3.sample_gates)
     mask = batch["attention_mask"]
     terms = {"task": losses.task_loss(out.logits, labels)}
     if s3.alpha_pred > 0:
