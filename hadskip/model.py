@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hadskip.arch import Architecture, architecture_for, attention_module_name, layer_list
@@ -147,7 +147,9 @@ class GatedLayer(nn.Module):
                 # training decides at 0.5 (argmax); inference at the calibrated threshold
                 run = probs > (0.5 if self.training else state.threshold)
             if state.mode == "gated" and self.training:
-                one_hot = sample_one_hot(logits) if state.sample else F.one_hot(run.long(), 2).to(logits.dtype)
+                one_hot = (
+                    sample_one_hot(logits) if state.sample else F.one_hot(run.long(), 2).to(logits.dtype)
+                )
                 gate = reinmax(logits, one_hot, state.tau)[:, RUN].to(h.dtype)  # (B,), value 0/1
                 f = self._call_base(h, args, kwargs)
                 out = h + gate[:, None, None] * (f - h)

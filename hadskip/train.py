@@ -127,7 +127,9 @@ def stage_loss(
     need_attn = s3.alpha_attn > 0
     with torch.no_grad():
         t = teacher(**inputs, open_gates=True, record_hidden=need_hidden, record_attn=need_attn)
-    out = model(**inputs, record_hidden=need_hidden, record_attn=need_attn, tau=s3.gate_tau, sample=s3.sample_gates)
+    out = model(
+        **inputs, record_hidden=need_hidden, record_attn=need_attn, tau=s3.gate_tau, sample=s3.sample_gates
+    )
     mask = batch["attention_mask"]
     terms = {"task": losses.task_loss(out.logits, labels)}
     if s3.alpha_pred > 0:
