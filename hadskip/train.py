@@ -312,11 +312,14 @@ def calibrate_threshold(
     seed: int = 0,
     iters: int = 12,
 ) -> tuple[float, float]:
-    """The smallest decision threshold on p(run) whose deterministic routing executes at most `budget`
-    layers on average over a seeded slice of the *training* data (dev is never looked at).
+    """The decision threshold on p(run) whose deterministic routing executes closest to `budget` layers on
+    average over a seeded slice of the *training* data (dev is never looked at).
 
     Training samples gates, so the budget penalty holds in expectation; a gate whose p(run) sits near 0.5
-    would run every time at inference with the plain 0.5 threshold. Returns (threshold, mean layers).
+    would run every time at inference with the plain 0.5 threshold. Mean layers fall as the threshold
+    rises, in steps (a gate that is input-independent flips for every row at once), so bisect for the step
+    that crosses the budget and keep the side closer to it (the lower one on a tie). Returns
+    (threshold, mean layers on the slice).
     """
     rng = np.random.default_rng(seed)
     sub = data.subset(np.sort(rng.permutation(len(data))[: min(rows, len(data))]))
@@ -324,13 +327,15 @@ def calibrate_threshold(
     def mean_layers(t: float) -> float:
         return float(predict(model, sub, runtime, batch_size, threshold=t).executed.sum(1).mean())
 
-    lo, hi = 0.0, 1.0  # mean layers falls as the threshold rises
-    m_hi = mean_layers(hi)
+    lo, hi = 0.0, 1.0  # invariant: mean_layers(lo) > budget >= mean_layers(hi)
+    m_lo, m_hi = mean_layers(lo), mean_layers(hi)
+    if m_lo <= budget:
+        return lo, m_lo
     for _ in range(iters):
         mid = (lo + hi) / 2
         m = mean_layers(mid)
         if m > budget:
-            lo = mid
+            lo, m_lo = mid, m
         else:
             hi, m_hi = mid, m
-    return hi, m_hi
+    return (lo, m_lo) if m_lo - budget < budget - m_hi else (hi, m_hi)

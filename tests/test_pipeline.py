@@ -59,7 +59,7 @@ def test_train_writes_results_checkpoints_and_reuses_stage1(
         assert len(row.layer_usage) == 4 and len(row.layers_hist) == 5 and sum(row.layers_hist) == 64
         assert row.mean_layers == pytest.approx(sum(i * n for i, n in enumerate(row.layers_hist)) / 64)
         assert set(json.loads(row.metrics)) == {"mcc"} and -1 <= row.metric <= 1
-        assert row.run_id == df.run_id[0] and row.beta == 1.0 and row.seed == 42
+        assert row.run_id == df.run_id[0] and row.beta == 50.0 and row.seed == 42
     assert df.mean_layers[0] == 4.0
     assert abs(df.mean_layers[1] - 3.0) <= 1.0 and abs(df.mean_layers[2] - 1.5) <= 1.0
     assert df.train_seconds[2] > df.train_seconds[1] > 0

@@ -105,6 +105,19 @@ def test_calibrated_threshold_meets_the_budget_on_training_rows():
     plain = predict(model, data, Runtime()).executed.sum(1).mean()
     threshold, layers = calibrate_threshold(model, data, 3.0, Runtime(), rows=200)
     assert plain > 3.5
-    assert 2.5 <= layers <= 3.0 and threshold > 0.5
+    assert abs(layers - 3.0) <= 0.5 and threshold > 0.5
     model.threshold = threshold
     assert predict(model, data, Runtime()).executed.sum(1).mean() == pytest.approx(layers)
+
+
+def test_calibration_keeps_the_side_of_the_step_closer_to_the_budget():
+    # one input-independent gate at p(run) = 0.6 and the rest always open: mean layers is 4 or 3
+    model = GatedModel(tiny_model("bert", layers=4)).eval()
+    for i, layer in enumerate(model.gated_layers):
+        layer.gate.fc2.weight.data.zero_()
+        layer.gate.fc2.bias.data = torch.tensor([0.0, 0.405 if i == 2 else 8.0])  # sigmoid(0.405) ~ 0.6
+    data = _data(n=32)
+    t, layers = calibrate_threshold(model, data, 3.8, Runtime(), rows=32)
+    assert layers == 4.0 and t < 0.6  # 4 is 0.2 away, 3 is 0.8 away
+    t, layers = calibrate_threshold(model, data, 3.2, Runtime(), rows=32)
+    assert layers == 3.0 and t > 0.6
