@@ -142,7 +142,7 @@ class GatedLayer(nn.Module):
             if state.mode == "forced":
                 run = state.forced[:, self.index].to(device=h.device, dtype=torch.bool)
             else:
-                logits = self.gate(h[:, 0])  # (B, 2)
+                logits = self.gate(h[:, 0].to(self.gate.fc1.weight.dtype))  # (B, 2), gates stay fp32
                 probs = logits.softmax(dim=-1)[:, RUN]
                 # training decides at 0.5 (argmax); inference at the calibrated threshold
                 run = probs > (0.5 if self.training else state.threshold)
