@@ -32,7 +32,11 @@ class ModelSettings(Settings):
     name_or_path: str = "minilm-l6"
     # Hidden width of each gate's one-hidden-layer feed-forward net.
     gate_hidden_size: int = Field(64, ge=1, le=4096)
-    # Initial bias of the gate's "run" logit; 0 starts every gate at p(run) = 0.5.
+    # What each gate reads: the previous layer's first-token state (the paper), or the mean over real
+    # tokens. The first layer's gate sees the same [CLS] embedding for every input, so with "first" it
+    # can only learn a fixed choice; "mean" lets it adapt to the input too.
+    gate_pooling: Literal["first", "mean"] = "first"
+    # Initial bias of the gate's "run" logit (0: p(run) starts around 0.5).
     gate_init_run_bias: float = 0.0
     # Dropout inside the encoder (None keeps the checkpoint's own).
     hidden_dropout: float | None = Field(None, ge=0.0, lt=1.0)

@@ -9,22 +9,26 @@ SKIP, RUN = 0, 1  # index of each decision in the gate's two logits
 
 
 class SkipGate(nn.Module):
-    """g(h_{i-1}; w_i): a one-hidden-layer feed-forward net on the first-token state, logits over {skip, run}."""
+    """g(h_{i-1}; w_i): a one-hidden-layer feed-forward net on the first-token state, logits over {skip, run}.
+
+    The state is layer-normalised first and the weights start large enough that the decision already varies
+    across inputs: with small initial weights every input gets the same p(run), the bias alone learns the
+    budget, and the gate ends up choosing one fixed set of layers for every sequence (seen here).
+    """
 
     def __init__(self, hidden_size: int, gate_hidden_size: int = 64, init_run_bias: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(hidden_size, gate_hidden_size)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.fc1 = nn.Linear(hidden_size, gate_hidden_size)  # default init: pre-activations of std ~0.6
         self.act = nn.Tanh()
         self.fc2 = nn.Linear(gate_hidden_size, 2)
-        nn.init.normal_(self.fc1.weight, std=0.02)
-        nn.init.zeros_(self.fc1.bias)
-        nn.init.normal_(self.fc2.weight, std=0.02)
+        nn.init.normal_(self.fc2.weight, std=gate_hidden_size**-0.5)  # logits of std ~0.5 across inputs
         with torch.no_grad():
             self.fc2.bias.copy_(torch.tensor([0.0, init_run_bias]))
 
     def forward(self, first_token: torch.Tensor) -> torch.Tensor:
         # (B, D) -> (B, 2); computed in float32 so the decision does not flip under half precision
-        return self.fc2(self.act(self.fc1(first_token))).float()
+        return self.fc2(self.act(self.fc1(self.norm(first_token)))).float()
 
 
 def sample_one_hot(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -63,6 +63,7 @@ class RoutingState:
         self.route = True  # False: compute every layer on the whole batch and mix (reference path)
         self.record_hidden = False
         self.record_attn = False
+        self.token_mask: torch.Tensor | None = None  # (B, T) 1 for real tokens, for mean-pooled gate input
         self.trace = Trace()
 
 
@@ -78,9 +79,16 @@ class GatedLayer(nn.Module):
     """One HF layer behind a skip gate."""
 
     def __init__(
-        self, base_layer: nn.Module, gate: SkipGate, index: int, arch: Architecture, attn_name: str | None
+        self,
+        base_layer: nn.Module,
+        gate: SkipGate,
+        index: int,
+        arch: Architecture,
+        attn_name: str | None,
+        pooling: str = "first",
     ):
         super().__init__()
+        self.pooling = pooling
         self.base_layer = base_layer
         self.gate = gate
         self.index = index
@@ -126,6 +134,14 @@ class GatedLayer(nn.Module):
             self._attn = full.index_copy(0, idx, self._attn)
         return hidden.index_copy(0, idx, sub_out.to(hidden.dtype))
 
+    def _gate_input(self, h: torch.Tensor) -> torch.Tensor:
+        """The gate reads the first-token state (the paper's choice), or the mean over real tokens."""
+        dtype = self.gate.fc1.weight.dtype  # gates stay fp32 whatever the backbone's dtype
+        if self.pooling == "first" or self.state.token_mask is None:
+            return h[:, 0].to(dtype) if self.pooling == "first" else h.mean(1).to(dtype)
+        m = self.state.token_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+        return ((h * m).sum(1) / m.sum(1).clamp_min(1.0)).to(dtype)
+
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         state = self.state
         trace = state.trace
@@ -142,7 +158,7 @@ class GatedLayer(nn.Module):
             if state.mode == "forced":
                 run = state.forced[:, self.index].to(device=h.device, dtype=torch.bool)
             else:
-                logits = self.gate(h[:, 0].to(self.gate.fc1.weight.dtype))  # (B, 2), gates stay fp32
+                logits = self.gate(self._gate_input(h))  # (B, 2)
                 probs = logits.softmax(dim=-1)[:, RUN]
                 # training decides at 0.5 (argmax); inference at the calibrated threshold
                 run = probs > (0.5 if self.training else state.threshold)
@@ -188,8 +204,17 @@ class GatedOutput:
 class GatedModel(nn.Module):
     """An HF sequence-classification model whose layers sit behind skip gates."""
 
-    def __init__(self, hf_model: nn.Module, gate_hidden_size: int = 64, init_run_bias: float = 0.0):
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        gate_hidden_size: int = 64,
+        init_run_bias: float = 0.0,
+        gate_pooling: str = "first",
+    ):
         super().__init__()
+        if gate_pooling not in ("first", "mean"):
+            raise ConfigError(f"gate pooling {gate_pooling!r} is not one of first, mean")
+        self.gate_pooling = gate_pooling
         self.arch = architecture_for(hf_model)
         self.model = hf_model
         self.gate_hidden_size = gate_hidden_size
@@ -207,7 +232,7 @@ class GatedModel(nn.Module):
             if isinstance(base, GatedLayer):
                 raise ConfigError("model is already wrapped with gates")
             gate = SkipGate(hidden_size, gate_hidden_size, init_run_bias).to(device=param.device)
-            gated = GatedLayer(base, gate, i, self.arch, attn_name)
+            gated = GatedLayer(base, gate, i, self.arch, attn_name, gate_pooling)
             gated._state_ref = weakref.ref(self.state)
             layers[i] = gated
 
@@ -295,6 +320,7 @@ class GatedModel(nn.Module):
         state.sample, state.route, state.tau = sample, route, tau
         state.threshold = self.threshold if threshold is None else threshold
         state.record_hidden, state.record_attn = record_hidden, record_attn
+        state.token_mask = attention_mask
         state.trace = trace = Trace()
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -303,7 +329,7 @@ class GatedModel(nn.Module):
             logits = self.model(**kwargs).logits
         finally:
             state.trace = Trace()
-            state.forced = None
+            state.forced = state.token_mask = None
         gates = torch.stack(trace.gates, dim=1)
         probs = torch.stack(trace.probs, dim=1) if len(trace.probs) == len(trace.gates) else None
         return GatedOutput(logits=logits, gates=gates, probs=probs, trace=trace)
@@ -323,6 +349,7 @@ class GatedModel(nn.Module):
             "format": CHECKPOINT_FORMAT,
             "num_layers": self.num_layers,
             "gate_hidden_size": self.gate_hidden_size,
+            "gate_pooling": self.gate_pooling,
             "threshold": self.threshold,
             **({"metadata": metadata} if metadata else {}),
         }
@@ -345,7 +372,7 @@ class GatedModel(nn.Module):
                     f"<= {CHECKPOINT_FORMAT}); upgrade hadskip"
                 )
             hf = AutoModelForSequenceClassification.from_pretrained(path)
-            model = cls(hf, gate_hidden_size=int(meta["gate_hidden_size"]))
+            model = cls(hf, int(meta["gate_hidden_size"]), gate_pooling=meta.get("gate_pooling", "first"))
             model.load_gate_state_dict(load_file(str(path / GATES_FILE)))
         except CheckpointError:
             raise

@@ -254,7 +254,8 @@ def _load_gated(path: Path, settings: RunSettings, device: torch.device) -> Gate
         raise CheckpointError(
             f"checkpoint {path} is corrupted or incomplete ({type(err).__name__})"
         ) from None
-    return GatedModel(hf, settings.model.gate_hidden_size, settings.model.gate_init_run_bias).to(device)
+    m = settings.model
+    return GatedModel(hf, m.gate_hidden_size, m.gate_init_run_bias, m.gate_pooling).to(device)
 
 
 @dataclass

@@ -50,7 +50,20 @@ def test_sample_one_hot_follows_the_probabilities():
     assert d[:, RUN].mean().item() == pytest.approx(p_run, abs=0.01)
 
 
-def test_gate_initial_bias_sets_run_probability():
+def test_gate_initial_bias_shifts_the_run_logit():
+    torch.manual_seed(0)
     gate = SkipGate(16, 8, init_run_bias=2.0)
-    p = gate(torch.zeros(4, 16)).softmax(-1)[:, RUN]
-    torch.testing.assert_close(p, torch.full((4,), torch.sigmoid(torch.tensor(2.0)).item()))
+    x = torch.randn(32, 16)
+    logits = gate(x)
+    with torch.no_grad():
+        gate.fc2.bias.zero_()
+    plain = gate(x)
+    gap = (logits[:, RUN] - logits[:, 0]) - (plain[:, RUN] - plain[:, 0])
+    torch.testing.assert_close(gap, torch.full((32,), 2.0))
+
+
+def test_fresh_gates_already_depend_on_the_input():
+    torch.manual_seed(0)
+    gate = SkipGate(384, 64)
+    p = gate(torch.randn(256, 384) * 0.5 + 1.0).softmax(-1)[:, RUN]  # scale and offset: the norm removes them
+    assert p.std() > 0.05

@@ -163,3 +163,24 @@ def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "ckpt" / "gates.safetensors").unlink()
     with pytest.raises(CheckpointError, match="gates.safetensors is missing"):
         load(tmp_path / "ckpt")
+
+
+def test_mean_pooled_gates_ignore_padding_and_survive_save_load(tmp_path):
+    model = GatedModel(tiny_model("bert"), gate_pooling="mean").eval()
+    for layer in model.gated_layers:
+        torch.nn.init.normal_(layer.gate.fc2.weight, std=3.0)
+    ids, mask = tiny_batch(batch=4)
+    padded_ids = torch.cat([ids, torch.full((4, 5), 7)], dim=1)  # extra padding with junk tokens
+    padded_mask = torch.cat([mask, torch.zeros(4, 5, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        a = model(ids, mask)
+        b = model(padded_ids, padded_mask)
+    torch.testing.assert_close(a.probs, b.probs, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-5)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = load(tmp_path / "ckpt")
+    assert loaded.gate_pooling == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask).probs, a.probs)
+    with pytest.raises(ConfigError, match="gate pooling 'max' is not one of first, mean"):
+        GatedModel(tiny_model("bert"), gate_pooling="max")
