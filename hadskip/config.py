@@ -32,10 +32,12 @@ class ModelSettings(Settings):
     name_or_path: str = "minilm-l6"
     # Hidden width of each gate's one-hidden-layer feed-forward net.
     gate_hidden_size: int = Field(64, ge=1, le=4096)
-    # What each gate reads: the previous layer's first-token state (the paper), or the mean over real
-    # tokens. The first layer's gate sees the same [CLS] embedding for every input, so with "first" it
-    # can only learn a fixed choice; "mean" lets it adapt to the input too.
-    gate_pooling: Literal["first", "mean"] = "first"
+    # What each gate reads from the previous layer: the mean over real tokens, or the first-token state.
+    # The first layer's gate sees the same [CLS] embedding for every input, so with "first" it can only
+    # learn a fixed choice; measured on MiniLM-L6 / CoLA at budget 4.5, "first" gates collapsed to one
+    # route for every input (p(run) std 0.000 at all six layers, MCC 0.12), "mean" gates adapt (3-5
+    # layers per input, MCC 0.225 of the full model's 0.240).
+    gate_pooling: Literal["first", "mean"] = "mean"
     # Initial bias of the gate's "run" logit (0: p(run) starts around 0.5).
     gate_init_run_bias: float = 0.0
     # Dropout inside the encoder (None keeps the checkpoint's own).

@@ -9,7 +9,8 @@ SKIP, RUN = 0, 1  # index of each decision in the gate's two logits
 
 
 class SkipGate(nn.Module):
-    """g(h_{i-1}; w_i): a one-hidden-layer feed-forward net on the first-token state, logits over {skip, run}.
+    """g(h_{i-1}; w_i): a one-hidden-layer feed-forward net on a pooled state of h_{i-1}, logits over
+    {skip, run}.
 
     The state is layer-normalised first and the weights start large enough that the decision already varies
     across inputs: with small initial weights every input gets the same p(run), the bias alone learns the

@@ -1,7 +1,7 @@
 """Gated transformer layers wrapped around an HF encoder's layer list (paper Sec. 4.2).
 
 h_i = g_i * f_i(h_{i-1}) + (1 - g_i) * h_{i-1}, with g_i in {0, 1} decided per sequence by a `SkipGate` on
-h_{i-1}'s first-token state. The HF model keeps its embeddings, masks and head; each layer in its list is
+h_{i-1} (mean over real tokens, or the first-token state). The HF model keeps its embeddings, masks and head; each layer in its list is
 swapped for a `GatedLayer` that holds the original as `base_layer` (peft-style), and `unwrap()` puts the
 originals back.
 
@@ -135,7 +135,7 @@ class GatedLayer(nn.Module):
         return hidden.index_copy(0, idx, sub_out.to(hidden.dtype))
 
     def _gate_input(self, h: torch.Tensor) -> torch.Tensor:
-        """The gate reads the first-token state (the paper's choice), or the mean over real tokens."""
+        """The gate reads the mean over real tokens, or the first-token state."""
         dtype = self.gate.fc1.weight.dtype  # gates stay fp32 whatever the backbone's dtype
         if self.pooling == "first" or self.state.token_mask is None:
             return h[:, 0].to(dtype) if self.pooling == "first" else h.mean(1).to(dtype)
@@ -209,7 +209,7 @@ class GatedModel(nn.Module):
         hf_model: nn.Module,
         gate_hidden_size: int = 64,
         init_run_bias: float = 0.0,
-        gate_pooling: str = "first",
+        gate_pooling: str = "mean",
     ):
         super().__init__()
         if gate_pooling not in ("first", "mean"):
