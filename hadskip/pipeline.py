@@ -258,6 +258,11 @@ def _load_gated(path: Path, settings: RunSettings, device: torch.device) -> Gate
     return GatedModel(hf, m.gate_hidden_size, m.gate_init_run_bias, m.gate_pooling).to(device)
 
 
+def _semantic(settings: dict) -> dict:
+    """Settings that change what a run computes (thread counts and eval batch size do not)."""
+    return {k: v for k, v in settings.items() if k not in ("threads", "eval_batch_size")}
+
+
 @dataclass
 class RunState:
     """What a restarted run needs: finished points and the checkpoint to continue from."""
@@ -372,7 +377,7 @@ def train_hadskip(
     if existing and resume and storage.exists(run.child("state.json")):
         state = RunState.from_json(storage.read_bytes(run.child("state.json")))
         saved = json.loads(storage.read_bytes(run.child("config.json")))
-        if saved != json.loads(settings.model_dump_json()):
+        if _semantic(saved) != _semantic(json.loads(settings.model_dump_json())):
             raise ConfigError(
                 f"{output} was started with other settings; resume with the same ones or --overwrite"
             )
