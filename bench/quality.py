@@ -74,6 +74,10 @@ def main() -> None:
     p.add_argument("--no-truncation", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 
     budgets = [float(b) for b in args.budgets.split(",")]
     table = []
