@@ -348,6 +348,17 @@ def _eval_row(
     )  # fmt: skip
 
 
+def stage1_full_row(settings: RunSettings, data: TaskData, stage1: Stage1Result, *, run_id: str) -> ResultRow:
+    """The stage I model's row: method "full", budget L, every layer run."""
+    info = stage1.info
+    num_layers = num_layers_of(str(stage1.path))
+    ev = Evaluation(info["metric"], info["metrics"], layer_stats(np.ones((len(data.dev["dev"]), num_layers), bool)),
+                    info["eval_seconds"])  # fmt: skip
+    return _eval_row(settings, data, RunState(run_id=run_id), ev, method="full", num_layers=num_layers,
+                     budget=float(num_layers), lr=settings.stage1.lr, batch_size=settings.stage1.batch_size,
+                     train_seconds=info["train_seconds"], checkpoint=None)  # fmt: skip
+
+
 PointCallback = Callable[[ResultRow, Path | None], None]
 
 
@@ -408,15 +419,7 @@ def train_hadskip(
     # Stage I: the vanilla fine-tune, also the teacher and the "full" reference row.
     stage1 = ensure_stage1(settings, source, data, runtime, cache_dir)
     if ("full", float(num_layers)) not in done:
-        info = stage1.info
-        ev = Evaluation(info["metric"], info["metrics"], layer_stats(np.ones((len(data.dev["dev"]), num_layers), bool)),
-                        info["eval_seconds"])  # fmt: skip
-        publish(
-            _eval_row(settings, data, state, ev, method="full", num_layers=num_layers, budget=float(num_layers),
-                      lr=settings.stage1.lr, batch_size=settings.stage1.batch_size,
-                      train_seconds=info["train_seconds"], checkpoint=None),
-            stage1.path,
-        )  # fmt: skip
+        publish(stage1_full_row(settings, data, stage1, run_id=state.run_id), stage1.path)
 
     teacher = _load_gated(stage1.path, settings, runtime.device).eval()
     for p in teacher.parameters():

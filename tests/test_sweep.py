@@ -1,0 +1,187 @@
+"""The Ray sweep on a tiny BERT and real GLUE rows: schema, failed trials, kill -9 and resume, bad arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from hadskip.results import SCHEMA, ResultRow, read_results, write_point
+from hadskip.sweep import OVER_BUDGET_SCORE, SPACE, SweepSettings, best_points, objective, resolve_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "sweeps" / "glue_sweep.py"
+
+# a few steps per stage on 96 CoLA / MRPC rows: every Ray piece runs, training is a formality
+TINY = ["--set", "data.train_limit=96", "--set", "data.dev_limit=64", "--set", "stage1.max_steps=3",
+        "--set", "stage2.max_steps=2", "--set", "stage3.max_steps=2", "--set", "stage3.calibration_rows=64",
+        "--set", "stage1.batch_size=16", "--set", "threads=1"]  # fmt: skip
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("glue_sweep", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _argv(model_dir, glue_dir, tmp_path, *extra):
+    return ["--model", model_dir, "--data-dir", str(glue_dir), "--storage", str(tmp_path / "state"),
+            "--results", str(tmp_path / "results"), "--num-cpus", "2", "--cpus-per-worker", "0.5", "--budgets", "3,1.5", *TINY,
+            *extra]  # fmt: skip
+
+
+# -- no Ray ----------------------------------------------------------------------------------------------
+
+
+def test_objective_never_lets_an_over_budget_point_win():
+    feasible = objective([(3.0, 0.40, 3.1)], tolerance=0.25)
+    over = objective([(3.0, 0.95, 3.5)], tolerance=0.25)
+    assert feasible == pytest.approx(0.40) and over == OVER_BUDGET_SCORE < feasible
+    assert objective([(3.0, 0.4, 3.0), (1.5, None, None)], 0.25) == pytest.approx(
+        (0.4 + OVER_BUDGET_SCORE) / 2
+    )
+
+
+def test_tasks_all_means_what_the_data_has(glue_dir):
+    assert resolve_tasks("all", str(glue_dir)) == ["cola", "sst2", "mrpc"]  # QNLI has dev only here
+    assert resolve_tasks("MRPC, cola", None) == ["mrpc", "cola"]
+    assert len(resolve_tasks("all", None)) == 9
+
+
+def test_fixed_settings_leave_the_search_space():
+    sweep = SweepSettings(tasks=["cola"], budgets=[3], overrides=["stage3.beta=10", "data.train_limit=5"])
+    assert "stage3.beta" not in sweep.space() and set(sweep.space()) == set(SPACE) - {"stage3.beta"}
+
+
+def _row(trial, budget, metric, layers, status="ok", method="hadskip"):
+    return ResultRow(run_id=trial, trial_id=trial, sweep_id="s", task="cola", method=method, model="m",
+                     num_layers=6, budget=budget, metric_name="mcc", metric=metric, mean_layers=layers,
+                     status=status, lr=1e-5, batch_size=16, beta=1.0)  # fmt: skip
+
+
+def test_best_points_skip_over_budget_and_failed_points(tmp_path):
+    rows = [_row("a", 3, 0.30, 3.0), _row("b", 3, 0.90, 3.6), _row("c", 3, 0.95, 2.0, status="failed"),
+            _row("d", 3, 0.35, 3.2), _row("a", 1.5, 0.10, 1.5), _row("f", 6, 0.5, 6.0, method="full")]  # fmt: skip
+    for r in rows:
+        write_point(str(tmp_path), r, f"{r.trial_id}-{r.method}")
+    best = best_points(read_results(tmp_path), "s", tolerance=0.25)
+    at3 = best[(best.budget == 3) & (best.method == "hadskip")].iloc[0]
+    assert at3.trial_id == "d" and at3.metric == 0.35 and at3.n_points == 4 and at3.n_invalid == 2
+    assert best.budget.tolist() == [6.0, 3.0, 1.5]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--tasks", "cola", "--budgets", "3,6,9"], "budget 6 is outside (0, 4] for this 4-layer model"),
+        (["--tasks", "colla"], "unknown task 'colla'"),
+        (["--tasks", "cola", "--budgets", "2,x"], "--budgets '2,x' must be a comma list"),
+        (["--tasks", "cola", "--trials-per-point", "0"], "--trials-per-point 0 must be at least 1"),
+        (["--tasks", "cola", "--set", "stage3.bta=1"], "unknown setting 'stage3.bta'"),
+        (["--tasks", "cola", "--resume"], "--resume: no sweep 'glue-sweep'"),
+        (["--tasks", "cola", "--name", "a b"], "--name 'a b'"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(tmp_path, tiny_model_dir, glue_dir, capsys, extra, message):
+    cli = _load_cli()
+    assert cli.main(_argv(tiny_model_dir, glue_dir, tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_existing_sweep_is_not_restarted_without_resume(tmp_path, tiny_model_dir, glue_dir, capsys):
+    (tmp_path / "state" / "glue-sweep").mkdir(parents=True)
+    (tmp_path / "state" / "glue-sweep" / "sweep.json").write_text("{}")
+    assert _load_cli().main(_argv(tiny_model_dir, glue_dir, tmp_path, "--tasks", "cola")) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "state" / "glue-sweep" / "sweep.json").read_text() == "{}"
+
+
+# -- with Ray --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ray_session():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
+    tmp_path, tiny_model_dir, glue_dir, ray_session, capsys
+):
+    argv = _argv(tiny_model_dir, glue_dir, tmp_path, "--tasks", "cola,mrpc", "--budgets", "3,1.5",
+                 "--trials-per-point", "2", "--name", "smoke", "--fault", "nan@2")  # fmt: skip
+    assert _load_cli().main(argv) == 0
+    out = capsys.readouterr().out
+
+    files = sorted((tmp_path / "results").rglob("*.parquet"))
+    assert all(pq.read_schema(f).equals(SCHEMA, check_metadata=False) for f in files)
+    assert {f.parent.parent.name for f in files} == {"task=cola", "task=mrpc"}
+    df = read_results(tmp_path / "results")
+    assert (df.sweep_id == "smoke").all() and (df.git_commit.notna()).all()
+    full = df[df.method == "full"]
+    assert (
+        sorted(full.task) == ["cola", "mrpc"] and (full.budget == 4.0).all() and (full.mean_layers == 4).all()
+    )
+    points = df[df.method == "hadskip"]
+    assert len(points) == 2 * 2 * 2 and not points.duplicated(["task", "trial_id", "budget"]).any()
+    assert set(points.study) == {"smoke-cola", "smoke-mrpc"}
+    ok = points[points.status == "ok"]
+    assert ok.metric.notna().all() and ((ok.mean_layers >= 0) & (ok.mean_layers <= 4)).all()
+    assert ((ok.lr >= 5e-6) & (ok.lr <= 5e-5)).all() and ok.batch_size.isin([8, 16, 32, 64]).all()
+    assert ok.checkpoint.notna().all()
+
+    # trial 2 of each task had its loss forced to NaN: recorded as failed, the others finished
+    failed = points[points.status == "failed"]
+    assert len(failed) == 4 and failed.groupby("task").trial_id.nunique().tolist() == [1, 1]
+    assert failed.error.str.contains("loss became nan").all() and failed.metric.isna().all()
+    assert set(points.status) <= {"ok", "failed", "stopped"} and len(ok) >= 2
+
+    # best table printed; pruning left at most one model per task and budget
+    assert "best point per task and budget" in out and "cola" in out and "mrpc" in out
+    kept = [p for p in (tmp_path / "state" / "smoke" / "runs").glob("*/checkpoints/*") if p.is_dir()]
+    assert 0 < len(kept) <= 4 and not [p for p in kept if p.name == "stage2"]
+
+
+def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_dir, glue_dir):
+    argv = [sys.executable, str(SCRIPT), *_argv(tiny_model_dir, glue_dir, tmp_path, "--tasks", "cola",
+            "--budgets", "3,1.5", "--trials-per-point", "3", "--name", "kill", "--scheduler", "fifo",
+            "--max-concurrent", "1")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    results = tmp_path / "results" / "task=cola"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and len(list(results.glob("budget=3/*.parquet"))) < 1:
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, like kill -9 of all
+        proc.wait()
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.parquet") if "budget=4" not in str(p)}
+    assert before, "no point was written before the kill"
+
+    done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    df = read_results(tmp_path / "results")
+    points = df[df.method == "hadskip"]
+    assert len(points) == 3 * 2 and not points.duplicated(["trial_id", "budget"]).any()
+    assert (points.status == "ok").all() and (df.method == "full").sum() == 1
+    for path, mtime in before.items():  # finished points were neither lost nor re-run
+        assert path.stat().st_mtime_ns == mtime
+    assert "best point per task and budget" in done.stdout
+    state = json.loads((tmp_path / "state" / "kill" / "sweep.json").read_text())
+    assert state["name"] == "kill"
