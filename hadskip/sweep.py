@@ -214,17 +214,21 @@ def worker_loop(cfg: dict) -> None:
         data = load_task_data(settings, source)
         stage1 = ensure_stage1(settings, source, data, runtime, sweep.cache)
         if runtime.is_main:
-            row = stage1_full_row(settings, data, stage1, run_id=f"stage1-{stage1.info['key']}")
-            write_point(
-                sweep.results,
-                tag(row, sweep, f"stage1-{stage1.info['key']}", task),
-                f"stage1-{stage1.info['key']}",
-            )
+            name = full_point_name(sweep, stage1.info["key"])
+            row = stage1_full_row(settings, data, stage1, run_id=name)
+            write_point(sweep.results, tag(row, sweep, name, task), name)
         ray.train.report({"stage1_metric": stage1.info["metric"]})
         return
 
     trial_id = cfg["trial_id"]
     run_uri = storage.join(sweep.root, "runs", trial_id)
+    # from TorchTrainer creation to this line: the worker group start Ray Train adds to every trial
+    start_s = time.time() - cfg["created"]
+    log.info("trial %s: Ray Train workers started in %.1f s", trial_id, start_s)
+    if runtime.is_main:
+        storage.write_bytes_atomic(
+            storage.join(run_uri, "timing.json"), json.dumps({"worker_start_s": start_s}).encode()
+        )
     if cfg.get("fault") == "nan":
         settings = settings.model_copy(
             update={"stage3": settings.stage3.model_copy(update={"beta": math.nan})}
@@ -322,6 +326,7 @@ def run_trial(config: dict, *, sweep_json: str, task: str, num_layers: int) -> N
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
+            "created": time.time(),
             "sweep": sweep_json,
             "settings": settings.model_dump_json(),
             "trial_id": trial_id,
@@ -413,19 +418,31 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     )
 
 
-def _stage1_done(sweep: SweepSettings, settings: RunSettings) -> bool:
+def full_point_name(sweep: SweepSettings, stage1_key: str) -> str:
+    """File (and trial id) of a sweep's stage I row: one per sweep and stage I model."""
+    return f"{sweep.name}-stage1-{stage1_key}"
+
+
+def _stage1_done(sweep: SweepSettings, settings: RunSettings, num_layers: int) -> bool:
+    """Stage I is cached and this sweep's results already hold its row (then no Train run is needed)."""
     from hadskip.pipeline import resolve_model_source, stage1_key
 
     key = stage1_key(settings, resolve_model_source(settings.model.name_or_path))
-    return storage.exists(storage.join(sweep.cache, "stage1", key, "stage1.json"))
+    name = full_point_name(sweep, key)
+    row_file = storage.join(
+        sweep.results, f"task={settings.data.task}", f"budget={float(num_layers):g}", f"{name}.parquet"
+    )
+    return storage.exists(storage.join(sweep.cache, "stage1", key, "stage1.json")) and storage.exists(
+        row_file
+    )
 
 
-def prepare_stage1(sweep: SweepSettings, task: str) -> None:
+def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
     """Fine-tune stage I of a task once, on the same kind of workers as the trials, before they start."""
     from ray.train.torch import TorchTrainer
 
     settings = sweep.base_settings(task)
-    if _stage1_done(sweep, settings):
+    if _stage1_done(sweep, settings, num_layers):
         return
     log.info("%s: stage I (fine-tuning the full model; shared by every trial)", task)
     TorchTrainer(
@@ -468,10 +485,12 @@ def _tuner(sweep: SweepSettings, task: str, num_layers: int):
         if sweep.scheduler == "asha" and n > 1
         else FIFOScheduler()
     )
-    searcher = OptunaSearch(study_name=sweep.study(task), seed=sweep_seed(sweep, task))
+    space = sweep.space()
+    # every searched setting fixed with --set: nothing for Optuna to search, the trials are plain repeats
+    searcher = OptunaSearch(study_name=sweep.study(task), seed=sweep_seed(sweep, task)) if space else None
     return tune.Tuner(
         trainable,
-        param_space=_tune_space(sweep.space()),
+        param_space=_tune_space(space),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
@@ -532,7 +551,7 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
     connect(sweep, num_cpus)
     start = time.perf_counter()
     for task in sweep.tasks:
-        prepare_stage1(sweep, task)
+        prepare_stage1(sweep, task, num_layers)
         results = _tuner(sweep, task, num_layers).fit()
         log.info("%s: %d trials, %d errored", task, len(results), sum(1 for r in results if r.error))
         if sweep.keep_checkpoints == "best":
