@@ -48,6 +48,7 @@ def main() -> None:
     args = p.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="hadskip-platform-"))
+    work.mkdir(parents=True, exist_ok=True)
     cache = work / "cache"
     sets = [x for o in [*FIXED, f"threads={args.threads}", *args.overrides] for x in ("--set", o)]
     common = ["--model", args.model, "--budgets", args.budgets, "--data-dir", args.data_dir, *sets]

@@ -53,8 +53,9 @@ SPACE: dict[str, tuple[str, tuple]] = {
 }
 
 # --smoke-test: a real sweep (real weights, real GLUE rows) shrunk to minutes on a laptop CPU.
+SMOKE_TASKS = "sst2,mrpc"  # SST-2 is learnt from a few hundred rows; MRPC shows a pair task
 SMOKE_OVERRIDES = [
-    "data.train_limit=256", "data.dev_limit=256", "data.max_length=64", "stage1.epochs=1",
+    "data.train_limit=512", "data.dev_limit=256", "data.max_length=64", "stage1.epochs=2",
     "stage1.batch_size=16", "stage2.max_steps=8", "stage3.max_steps=8", "stage3.calibration_rows=256",
 ]  # fmt: skip
 
@@ -584,15 +585,17 @@ def best_points(df, sweep_id: str | None = None, tolerance: float = 0.25):
 
 
 def format_best(table) -> str:
-    head = (f"{'task':<6} {'method':<8} {'budget':>6} {'metric':>15} {'layers':>6} {'trial':<16} {'lr':>8} "
+    head = (f"{'task':<6} {'method':<8} {'budget':>6} {'metric':>15} {'layers':>6} {'trial':<10} {'lr':>8} "
             f"{'bs':>3} {'beta':>6} {'points':>6} {'invalid':>7}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in table.itertuples():
         metric = f"{r.metric_name} {r.metric:.4f}" if r.found and r.metric == r.metric else "none valid"
-        lines.append(
-            f"{r.task:<6} {r.method:<8} {r.budget:>6g} {metric:>15} {r.mean_layers:>6.2f} {str(r.trial_id or '-'):<16} "
-            f"{r.lr:>8.1e} {int(r.batch_size or 0):>3} {(r.beta or 0):>6.2f} {r.n_points:>6} {r.n_invalid:>7}"
-        )
+        if r.method == "full":  # the stage I reference: no trial, no stage III hyperparameters
+            hyper = f"{'-':<10} {'-':>8} {'-':>3} {'-':>6}"
+        else:
+            hyper = f"{str(r.trial_id):<10} {r.lr:>8.1e} {int(r.batch_size or 0):>3} {(r.beta or 0):>6.2f}"
+        lines.append(f"{r.task:<6} {r.method:<8} {r.budget:>6g} {metric:>15} {r.mean_layers:>6.2f} {hyper} "
+                     f"{r.n_points:>6} {r.n_invalid:>7}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glue_sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--tasks", default="cola,mrpc", help="'all' (every task the data has) or a comma list")
+    p.add_argument("--tasks", help="'all' (every task the data has) or a comma list (default cola,mrpc)")
     p.add_argument("--budgets", default="4.5,3,1.5", help="expected executed layers, comma list")
     p.add_argument("--model", default="minilm-l6", help="HF hub id, local folder, or minilm-l6")
     p.add_argument(
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials-per-point", type=int, default=8, help="Optuna trials per task (each trial "
                    "walks the homotopic path once and serves every budget)")  # fmt: skip
     p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP) per trial")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs per Train worker (default 1)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
     p.add_argument("--storage", default="sweep-state", help="Tune state, trial runs and stage I cache: a path "
@@ -63,21 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace):
     from hadskip.results import new_run_id
-    from hadskip.sweep import SMOKE_OVERRIDES, SweepSettings, resolve_tasks
+    from hadskip.sweep import SMOKE_OVERRIDES, SMOKE_TASKS, SweepSettings, resolve_tasks
 
     data_dir = args.data_dir or (str(DEFAULT_GLUE) if DEFAULT_GLUE.is_dir() else None)
     overrides = list(args.overrides)
     trials, name = args.trials_per_point, args.name
+    tasks, cpus = args.tasks, args.cpus_per_worker
     if args.smoke_test:
         overrides = SMOKE_OVERRIDES + overrides
         trials = min(trials, 2)
+        tasks = tasks or SMOKE_TASKS
+        cpus = cpus or 0.75  # with the trial's 0.25: two trials at once on 2 cores
         name = name if name != "glue-sweep" else f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
     if trials < 1:
         raise HadSkipError(f"--trials-per-point {trials} must be at least 1")
     return SweepSettings(
-        name=name, tasks=resolve_tasks(args.tasks, data_dir), budgets=parse_budgets(args.budgets),
+        name=name, tasks=resolve_tasks(tasks or "cola,mrpc", data_dir), budgets=parse_budgets(args.budgets),
         model=args.model, data_dir=data_dir, trials_per_task=trials, workers_per_trial=args.workers_per_trial,
-        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=cpus or 1.0, gpus_per_worker=args.gpus_per_worker,
         max_concurrent=args.max_concurrent, storage=args.storage, results=args.results, address=args.address,
         resume=args.resume, tolerance=args.tolerance, scheduler=args.scheduler, overrides=overrides,
         keep_checkpoints=args.keep_checkpoints, fault=args.fault,
