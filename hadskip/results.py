@@ -229,3 +229,39 @@ def read_table(uri: str | Path) -> pa.Table:
 def read_results(uri: str | Path):
     """Results as a pandas DataFrame."""
     return read_table(uri).to_pandas()
+
+
+def best_points(df, sweep_id: str | None = None, tolerance: float = 0.25):
+    """Per task and budget, the best valid point (status ok, mean layers <= budget + tolerance), plus the
+    full model's row; with `n_points` (all points) and `n_invalid` (failed, stopped or over budget)."""
+    import pandas as pd
+
+    if sweep_id is not None:
+        df = df[df.sweep_id == sweep_id]
+    df = df.copy()
+    df["valid"] = (df.status == "ok") & ((df.method == "full") | (df.mean_layers <= df.budget + tolerance))
+    out = []
+    for _, group in df.groupby(["task", "method", "budget"], sort=True):
+        valid = group[group.valid]
+        best = valid.loc[valid.metric.idxmax()] if len(valid) else group.iloc[0]
+        rec = best.to_dict()
+        rec.update(n_points=len(group), n_invalid=int((~group.valid).sum()), found=bool(len(valid)))
+        out.append(rec)
+    cols = ["task", "method", "budget", "metric_name", "metric", "mean_layers", "trial_id", "lr", "batch_size",
+            "beta", "alpha_pred", "alpha_hidden", "alpha_attn", "alpha_emb", "n_points", "n_invalid", "found",
+            "checkpoint", "num_layers", "layer_usage", "layers_hist", "sweep_id", "study"]  # fmt: skip
+    table = pd.DataFrame(out, columns=cols) if out else pd.DataFrame(columns=cols)
+    return table.sort_values(["task", "budget"], ascending=[True, False]).reset_index(drop=True)
+
+
+_REPORT_API = ("summary", "format_summary", "query", "report", "importances", "pareto_front")
+
+
+def __getattr__(name: str):
+    """`hadskip.results.summary`, `.query`, `.report`, ... live in hadskip.report (DuckDB and matplotlib
+    load only when used)."""
+    if name in _REPORT_API:
+        from hadskip import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hadskip import storage
 from hadskip.config import RunSettings, build_settings, check_budgets
 from hadskip.errors import ConfigError, HadSkipError
-from hadskip.results import ResultRow, point_file, read_results, write_point
+from hadskip.results import ResultRow, best_points, point_file, read_results, write_point
 from hadskip.tasks import TASKS, available_tasks, get_task
 
 log = logging.getLogger(__name__)
@@ -559,29 +559,6 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
             prune_checkpoints(sweep, task)
     log.info("sweep %s finished in %.0f s", sweep.name, time.perf_counter() - start)
     return best_points(read_results(sweep.results), sweep.name, sweep.tolerance)
-
-
-def best_points(df, sweep_id: str | None = None, tolerance: float = 0.25):
-    """Per task and budget, the best valid point (status ok, mean layers <= budget + tolerance), plus the
-    full model's row; with `n_points` (all points) and `n_invalid` (failed, stopped or over budget)."""
-    import pandas as pd
-
-    if sweep_id is not None:
-        df = df[df.sweep_id == sweep_id]
-    df = df.copy()
-    df["valid"] = (df.status == "ok") & ((df.method == "full") | (df.mean_layers <= df.budget + tolerance))
-    out = []
-    for _, group in df.groupby(["task", "method", "budget"], sort=True):
-        valid = group[group.valid]
-        best = valid.loc[valid.metric.idxmax()] if len(valid) else group.iloc[0]
-        rec = best.to_dict()
-        rec.update(n_points=len(group), n_invalid=int((~group.valid).sum()), found=bool(len(valid)))
-        out.append(rec)
-    cols = ["task", "method", "budget", "metric_name", "metric", "mean_layers", "trial_id", "lr", "batch_size",
-            "beta", "alpha_pred", "alpha_hidden", "alpha_attn", "alpha_emb", "n_points", "n_invalid", "found",
-            "checkpoint"]  # fmt: skip
-    table = pd.DataFrame(out, columns=cols) if out else pd.DataFrame(columns=cols)
-    return table.sort_values(["task", "budget"], ascending=[True, False]).reset_index(drop=True)
 
 
 def format_best(table) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from hadskip.results import SCHEMA, ResultRow, read_results, write_point
-from hadskip.sweep import OVER_BUDGET_SCORE, SPACE, SweepSettings, best_points, objective, resolve_tasks
+from hadskip.results import SCHEMA, ResultRow, best_points, read_results, write_point
+from hadskip.sweep import OVER_BUDGET_SCORE, SPACE, SweepSettings, objective, resolve_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "sweeps" / "glue_sweep.py"
