@@ -193,6 +193,10 @@ def worker_loop(cfg: dict) -> None:
     from hadskip.pipeline import RunState, ensure_stage1, load_task_data, resolve_model_source, train_hadskip
     from hadskip.train import Runtime, TrainingDiverged
 
+    if not logging.getLogger().handlers:  # step logs every `log_every` steps reach the driver's console
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
     ctx = ray.train.get_context()
     sweep = SweepSettings.model_validate_json(cfg["sweep"])
     settings = RunSettings.model_validate_json(cfg["settings"])
@@ -404,7 +408,7 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")  # a stuck start fails, never hangs
     env = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]}
     if sweep.address:
-        ray.init(address=sweep.address, runtime_env={"env_vars": env}, log_to_driver=False)
+        ray.init(address=sweep.address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
@@ -414,7 +418,7 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=port,
-        log_to_driver=False,
+        log_to_driver=True,
         runtime_env={"env_vars": env},
     )
 
