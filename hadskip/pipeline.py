@@ -227,7 +227,8 @@ def ensure_stage1(
         stats = fit(model, stage, data.train, runtime, seed=settings.seed)
         ev = evaluate(model, data, runtime, settings.eval_batch_size, open_gates=True)
         info = {"key": key, "train_seconds": stats.seconds, "steps": stats.steps, "metric": ev.metric,
-                "metrics": ev.metrics, "eval_seconds": ev.seconds, "source": source}  # fmt: skip
+                "metrics": ev.metrics, "eval_seconds": ev.seconds, "source": source, "dev_rows": len(data.dev["dev"]),
+                "majority": data.majority}  # fmt: skip
         local = (
             Path(tempfile.mkdtemp(prefix="hadskip-stage1-"))
             if storage.is_remote(cache_dir)
@@ -315,14 +316,14 @@ class RunDir:
         return self.local / rel
 
 
-def _row(settings: RunSettings, data: TaskData, state: RunState, **fields) -> ResultRow:
+def _row(settings: RunSettings, task: Task, majority: float, state: RunState, **fields) -> ResultRow:
     s3 = settings.stage3
     base = dict(
         run_id=state.run_id,
-        task=data.task.name,
+        task=task.name,
         model=settings.model.name_or_path,
-        metric_name=data.task.metric,
-        majority_metric=data.majority,
+        metric_name=task.metric,
+        majority_metric=majority,
         beta=s3.beta,
         alpha_pred=s3.alpha_pred,
         alpha_hidden=s3.alpha_hidden,
@@ -341,22 +342,28 @@ def _eval_row(
     gate_threshold: float | None = None,
 ) -> ResultRow:  # fmt: skip
     return _row(
-        settings, data, state, method=method, num_layers=num_layers, budget=budget, metric=ev.metric,
+        settings, data.task, data.majority, state, method=method, num_layers=num_layers, budget=budget, metric=ev.metric,
         metrics=json.dumps(ev.metrics, sort_keys=True), mean_layers=ev.stats["mean_layers"],
         layer_usage=ev.stats["layer_usage"], layers_hist=ev.stats["layers_hist"], lr=lr, batch_size=batch_size,
         train_seconds=train_seconds, eval_seconds=ev.seconds, checkpoint=checkpoint, gate_threshold=gate_threshold,
     )  # fmt: skip
 
 
-def stage1_full_row(settings: RunSettings, data: TaskData, stage1: Stage1Result, *, run_id: str) -> ResultRow:
-    """The stage I model's row: method "full", budget L, every layer run."""
-    info = stage1.info
-    num_layers = num_layers_of(str(stage1.path))
-    ev = Evaluation(info["metric"], info["metrics"], layer_stats(np.ones((len(data.dev["dev"]), num_layers), bool)),
-                    info["eval_seconds"])  # fmt: skip
-    return _eval_row(settings, data, RunState(run_id=run_id), ev, method="full", num_layers=num_layers,
-                     budget=float(num_layers), lr=settings.stage1.lr, batch_size=settings.stage1.batch_size,
-                     train_seconds=info["train_seconds"], checkpoint=None)  # fmt: skip
+def stage1_full_row(settings: RunSettings, info: dict, num_layers: int, *, run_id: str) -> ResultRow:
+    """The stage I model's row (method "full", budget L, every layer run) from its cache entry's info, which
+    needs `dev_rows` and `majority` (written since they were added; `with_data_info` fills older entries)."""
+    stats = layer_stats(np.ones((info["dev_rows"], num_layers), bool))
+    return _row(
+        settings, get_task(settings.data.task), info["majority"], RunState(run_id=run_id), method="full",
+        num_layers=num_layers, budget=float(num_layers), metric=info["metric"],
+        metrics=json.dumps(info["metrics"], sort_keys=True), mean_layers=stats["mean_layers"],
+        layer_usage=stats["layer_usage"], layers_hist=stats["layers_hist"], lr=settings.stage1.lr,
+        batch_size=settings.stage1.batch_size, train_seconds=info["train_seconds"], eval_seconds=info["eval_seconds"],
+    )  # fmt: skip
+
+
+def with_data_info(info: dict, data: TaskData) -> dict:
+    return {**info, "dev_rows": len(data.dev["dev"]), "majority": data.majority}
 
 
 PointCallback = Callable[[ResultRow, Path | None], None]
@@ -419,7 +426,10 @@ def train_hadskip(
     # Stage I: the vanilla fine-tune, also the teacher and the "full" reference row.
     stage1 = ensure_stage1(settings, source, data, runtime, cache_dir)
     if ("full", float(num_layers)) not in done:
-        publish(stage1_full_row(settings, data, stage1, run_id=state.run_id), stage1.path)
+        publish(
+            stage1_full_row(settings, with_data_info(stage1.info, data), num_layers, run_id=state.run_id),
+            stage1.path,
+        )
 
     teacher = _load_gated(stage1.path, settings, runtime.device).eval()
     for p in teacher.parameters():

@@ -213,14 +213,16 @@ def worker_loop(cfg: dict) -> None:
         torch.set_num_threads(settings.threads)
 
     if cfg.get("stage1_only"):
-        from hadskip.pipeline import stage1_full_row
+        from hadskip.pipeline import num_layers_of, stage1_full_row, with_data_info
 
         source = resolve_model_source(settings.model.name_or_path)
         data = load_task_data(settings, source)
         stage1 = ensure_stage1(settings, source, data, runtime, sweep.cache)
         if runtime.is_main:
             name = full_point_name(sweep, stage1.info["key"])
-            row = stage1_full_row(settings, data, stage1, run_id=name)
+            row = stage1_full_row(
+                settings, with_data_info(stage1.info, data), num_layers_of(source), run_id=name
+            )
             write_point(sweep.results, tag(row, sweep, name, task), name)
         ray.train.report({"stage1_metric": stage1.info["metric"]})
         return
@@ -428,27 +430,24 @@ def full_point_name(sweep: SweepSettings, stage1_key: str) -> str:
     return f"{sweep.name}-stage1-{stage1_key}"
 
 
-def _stage1_done(sweep: SweepSettings, settings: RunSettings, num_layers: int) -> bool:
-    """Stage I is cached and this sweep's results already hold its row (then no Train run is needed)."""
-    from hadskip.pipeline import resolve_model_source, stage1_key
-
-    key = stage1_key(settings, resolve_model_source(settings.model.name_or_path))
-    name = full_point_name(sweep, key)
-    row_file = storage.join(
-        sweep.results, f"task={settings.data.task}", f"budget={float(num_layers):g}", f"{name}.parquet"
-    )
-    return storage.exists(storage.join(sweep.cache, "stage1", key, "stage1.json")) and storage.exists(
-        row_file
-    )
-
-
 def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
-    """Fine-tune stage I of a task once, on the same kind of workers as the trials, before they start."""
+    """Fine-tune stage I of a task once, on the same kind of workers as the trials, before they start, and
+    write the sweep's full-model row. A cached stage I only needs its row: the driver writes it directly."""
     from ray.train.torch import TorchTrainer
 
+    from hadskip.pipeline import resolve_model_source, stage1_full_row, stage1_key
+
     settings = sweep.base_settings(task)
-    if _stage1_done(sweep, settings, num_layers):
-        return
+    key = stage1_key(settings, resolve_model_source(settings.model.name_or_path))
+    name = full_point_name(sweep, key)
+    info_uri = storage.join(sweep.cache, "stage1", key, "stage1.json")
+    if storage.exists(info_uri):
+        info = json.loads(storage.read_bytes(info_uri))
+        if {"dev_rows", "majority"} <= set(info):
+            row = tag(stage1_full_row(settings, info, num_layers, run_id=name), sweep, name, task)
+            if not storage.exists(point_file(sweep.results, row, name)):
+                write_point(sweep.results, row, name)
+            return
     log.info("%s: stage I (fine-tuning the full model; shared by every trial)", task)
     TorchTrainer(
         worker_loop,
@@ -456,6 +455,7 @@ def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
             "sweep": sweep.model_dump_json(),
             "settings": settings.model_dump_json(),
             "stage1_only": True,
+            "num_layers": num_layers,
         },  # fmt: skip
         scaling_config=_scaling(sweep),
         run_config=_train_run_config(sweep, f"stage1-{task}", []),
