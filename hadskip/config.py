@@ -136,6 +136,8 @@ class RunSettings(Settings):
     # torch intra-op threads on CPU (None: torch's default).
     threads: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(64, ge=1)
+    # measure each budget's inference speed-up at this batch size (hadskip.speed) and record it; None: off
+    speed_batch_size: int | None = Field(None, ge=1)
 
     @field_validator("budgets")
     @classmethod

@@ -119,13 +119,13 @@ class GatedLayer(nn.Module):
     def _routed(self, hidden: torch.Tensor, run: torch.Tensor, args: Sequence, kwargs: dict) -> torch.Tensor:
         """Run the base layer only on rows where `run` is True: gather, run, scatter back."""
         batch = hidden.shape[0]
-        n_run = int(run.sum())  # the one host sync routing needs
+        idx = run.nonzero().squeeze(1)  # the one host sync routing needs (the size of the subset)
+        n_run = idx.numel()
         if n_run == batch:
             return self._call_base(hidden, args, kwargs)
         self._attn = None
-        if n_run == 0:
+        if n_run == 0:  # nothing to run: sequences that skip cost nothing further here
             return hidden
-        idx = run.nonzero().squeeze(1)
         sub_args = [_slice_batch(a, idx, batch) for a in args]
         sub_kwargs = {k: _slice_batch(v, idx, batch) for k, v in kwargs.items()}
         sub_out = self._call_base(hidden.index_select(0, idx), sub_args, sub_kwargs)

@@ -40,6 +40,7 @@ MINILM_ALIAS = "minilm-l6"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 STAGE1_CACHE_VERSION = 1
 STAGE2_CKPT = "checkpoints/stage2"
+SPEED_ROWS = 256  # dev rows timed for the speed columns (3 interleaved repeats each of full/gated/forced)
 RUN_FILES = ("results.parquet", "state.json", "config.json")  # the first two are results to protect
 
 
@@ -261,7 +262,7 @@ def _load_gated(path: Path, settings: RunSettings, device: torch.device) -> Gate
 
 def _semantic(settings: dict) -> dict:
     """Settings that change what a run computes (thread counts and eval batch size do not)."""
-    return {k: v for k, v in settings.items() if k not in ("threads", "eval_batch_size")}
+    return {k: v for k, v in settings.items() if k not in ("threads", "eval_batch_size", "speed_batch_size")}
 
 
 @dataclass
@@ -339,13 +340,22 @@ def _row(settings: RunSettings, task: Task, majority: float, state: RunState, **
 def _eval_row(
     settings: RunSettings, data: TaskData, state: RunState, ev: Evaluation, *, method: str, num_layers: int,
     budget: float, lr: float, batch_size: int, train_seconds: float, checkpoint: str | None,
-    gate_threshold: float | None = None,
+    gate_threshold: float | None = None, speed=None,
 ) -> ResultRow:  # fmt: skip
+    if speed is not None:
+        fields = {
+            "speedup": speed.speedup,
+            "ideal_speedup": speed.ideal_speedup,
+            "speed_batch_size": speed.batch_size,
+        }
+    else:
+        fields = {}
     return _row(
         settings, data.task, data.majority, state, method=method, num_layers=num_layers, budget=budget, metric=ev.metric,
         metrics=json.dumps(ev.metrics, sort_keys=True), mean_layers=ev.stats["mean_layers"],
         layer_usage=ev.stats["layer_usage"], layers_hist=ev.stats["layers_hist"], lr=lr, batch_size=batch_size,
         train_seconds=train_seconds, eval_seconds=ev.seconds, checkpoint=checkpoint, gate_threshold=gate_threshold,
+        **fields,
     )  # fmt: skip
 
 
@@ -491,6 +501,12 @@ def train_hadskip(
                 cal_layers,
             )
         ev = evaluate(student, data, runtime, settings.eval_batch_size)
+        speed = None
+        if settings.speed_batch_size and runtime.is_main:
+            from hadskip.speed import measure_speed
+
+            speed = measure_speed(student, data.dev["dev"], [settings.speed_batch_size], device=runtime.device,
+                                  repeats=3, max_rows=SPEED_ROWS)[0]  # fmt: skip
         rel = f"checkpoints/budget-{k:g}"
         ckpt_uri = None
         if save_checkpoints and runtime.is_main:
@@ -502,7 +518,7 @@ def train_hadskip(
         )
         row = _eval_row(settings, data, state, ev, method="hadskip", num_layers=num_layers, budget=k, lr=s3.lr,
                         batch_size=s3.batch_size, train_seconds=state.train_seconds, checkpoint=ckpt_uri,
-                        gate_threshold=student.threshold)  # fmt: skip
+                        gate_threshold=student.threshold, speed=speed)  # fmt: skip
         publish(row, run.local / rel if ckpt_uri else None)
     runtime.barrier()
     return rows

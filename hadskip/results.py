@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hadskip import storage
 from hadskip.errors import HadSkipError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: speedup, ideal_speedup, speed_batch_size
 _VERSION_KEY = b"hadskip_schema_version"
 
 STATUSES = ("ok", "failed", "stopped")
@@ -63,6 +63,9 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("seed", pa.int64(), "random seed"),
     ("train_seconds", pa.float64(), "training wall time up to this point (stage I excluded for hadskip)"),
     ("eval_seconds", pa.float64(), "wall time of the dev evaluation"),
+    ("speedup", pa.float64(), "measured inference speed-up over the same model with every layer (v2)"),
+    ("ideal_speedup", pa.float64(), "L / mean executed layers on the timed rows (v2)"),
+    ("speed_batch_size", pa.int64(), "batch size the speed-up was measured at (v2)"),
     ("status", pa.string(), "ok, failed or stopped"),
     ("error", pa.string(), "error message of a failed or stopped point"),
     ("checkpoint", pa.string(), "where the model of this point is saved (None when not kept)"),
@@ -115,6 +118,9 @@ class ResultRow(BaseModel):
     seed: int | None = None
     train_seconds: float | None = None
     eval_seconds: float | None = None
+    speedup: float | None = None
+    ideal_speedup: float | None = None
+    speed_batch_size: int | None = None
     status: str = "ok"
     error: str | None = None
     checkpoint: str | None = None

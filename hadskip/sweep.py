@@ -84,6 +84,7 @@ class SweepSettings(BaseModel):
     max_failures: int = Field(1, ge=0)  # Ray Train restarts of a trial whose worker died
     overrides: list[str] = []  # --set for every run (stage I and the fixed parts of stage III)
     keep_checkpoints: Literal["best", "all"] = "best"
+    speed_batch_size: int | None = Field(32, ge=1)  # every point's measured speed-up at this batch; None: off
     fault: str | None = None  # test hook: "nan@<trial index>" makes that trial's loss NaN
 
     @field_validator("storage", "results")
@@ -107,6 +108,8 @@ class SweepSettings(BaseModel):
                  f"budgets={json.dumps(self.budgets)}"]  # fmt: skip
         if self.data_dir:
             flags.append(f"data.data_dir={json.dumps(self.data_dir)}")
+        if self.speed_batch_size:
+            flags.append(f"speed_batch_size={self.speed_batch_size}")
         if self.workers_per_trial == 1 and self.gpus_per_worker == 0:
             flags.append(f"threads={max(1, int(self.cpus_per_worker))}")
         return build_settings({}, flags + self.overrides)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.25, help="a point is valid when mean layers <= "
                    "budget + tolerance")  # fmt: skip
     p.add_argument("--keep-checkpoints", choices=("best", "all"), default="best")
+    p.add_argument("--speed-batch-size", type=int, default=32, help="measure each point's inference speed-up "
+                   "at this batch size (0: off)")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a hadskip setting for every trial (fixing a searched one removes it from the search)")  # fmt: skip
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
@@ -83,7 +85,7 @@ def settings_from_args(args: argparse.Namespace):
         cpus_per_worker=cpus or 1.0, gpus_per_worker=args.gpus_per_worker,
         max_concurrent=args.max_concurrent, storage=args.storage, results=args.results, address=args.address,
         resume=args.resume, tolerance=args.tolerance, scheduler=args.scheduler, overrides=overrides,
-        keep_checkpoints=args.keep_checkpoints, fault=args.fault,
+        keep_checkpoints=args.keep_checkpoints, fault=args.fault, speed_batch_size=args.speed_batch_size or None,
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from conftest import REPO
 from hadskip.results import (
     COLUMNS,
     SCHEMA,
+    SCHEMA_VERSION,
     ResultRow,
     ResultsError,
     read_results,
@@ -56,7 +57,7 @@ def test_newer_schema_version_is_refused(tmp_path):
     table = pa.Table.from_pylist([_row().model_dump()], schema=SCHEMA)
     table = table.replace_schema_metadata({b"hadskip_schema_version": b"99"})
     pq.write_table(table, tmp_path / "new.parquet")
-    with pytest.raises(ResultsError, match="schema v99; this hadskip reads up to v1"):
+    with pytest.raises(ResultsError, match=f"schema v99; this hadskip reads up to v{SCHEMA_VERSION}"):
         read_table(str(tmp_path / "new.parquet"))
 
 
@@ -70,3 +71,12 @@ def test_missing_and_empty_paths_are_clear(tmp_path):
 def test_rows_are_validated():
     with pytest.raises(Exception, match="unexpected_column|Extra inputs"):
         ResultRow(**{**_row().model_dump(), "unexpected_column": 1})
+
+
+def test_version_1_files_read_with_the_v2_columns_empty(tmp_path):
+    v2_only = {"speedup", "ideal_speedup", "speed_batch_size"}
+    old = pa.schema([f for f in SCHEMA if f.name not in v2_only], metadata={b"hadskip_schema_version": b"1"})
+    record = {k: v for k, v in _row().model_dump().items() if k not in v2_only}
+    pq.write_table(pa.Table.from_pylist([record], schema=old), tmp_path / "v1.parquet")
+    df = read_results(tmp_path / "v1.parquet")
+    assert df.speedup.isna().all() and df.metric[0] == record["metric"]

@@ -1,0 +1,114 @@
+"""Skipped layers cost nothing, learned batched routing equals one-by-one, and `hadskip bench-speed`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_batch, tiny_model
+
+from hadskip.cli import main
+from hadskip.data import Encoded
+from hadskip.model import GatedModel
+from hadskip.speed import measure_speed
+
+
+def _rows_per_layer(model: GatedModel) -> tuple[list[int], list]:
+    seen = [0] * model.num_layers
+    hooks = [
+        layer.base_layer.register_forward_hook(
+            lambda m, a, o, i=i: seen.__setitem__(i, seen[i] + a[0].shape[0])
+        )
+        for i, layer in enumerate(model.gated_layers)
+    ]
+    return seen, hooks
+
+
+def test_a_closed_gate_layer_is_not_computed_for_that_sequence():
+    model = GatedModel(tiny_model("bert")).eval()
+    ids, mask = tiny_batch(batch=5)
+    forced = torch.tensor(
+        [[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.bool
+    )
+    seen, hooks = _rows_per_layer(model)
+    with torch.no_grad():
+        model(ids, mask, forced_gates=forced)
+    for h in hooks:
+        h.remove()
+    assert seen == forced.sum(0).tolist()  # rows each layer ran on: exactly the open ones
+    seen, hooks = _rows_per_layer(model)
+    with torch.no_grad():
+        model(ids, mask, forced_gates=torch.zeros_like(forced))
+    assert seen == [0, 0, 0, 0]  # skipping everything computes no layer at all
+
+
+def test_learned_batched_routing_predicts_like_each_sequence_alone():
+    torch.manual_seed(0)
+    model = GatedModel(tiny_model("bert")).eval()
+    for layer in model.gated_layers:  # decisions that vary with the input
+        torch.nn.init.normal_(layer.gate.fc2.weight, std=3.0)
+    ids, mask = tiny_batch(batch=8)
+    with torch.no_grad():
+        batched = model(ids, mask)
+        alone = [model(ids[i : i + 1], mask[i : i + 1]) for i in range(8)]
+    assert 0 < batched.gates.sum() < batched.gates.numel()
+    assert torch.equal(batched.gates, torch.cat([a.gates for a in alone]))
+    torch.testing.assert_close(batched.logits, torch.cat([a.logits for a in alone]), rtol=1e-5, atol=1e-5)
+
+
+def _encoded(n: int = 24) -> Encoded:
+    ids, mask = tiny_batch(batch=n, length=16)
+    rows_ids = [ids[i][mask[i].bool()].tolist() for i in range(n)]
+    return Encoded(input_ids=rows_ids, token_type_ids=None, labels=np.zeros(n, dtype=np.int64), pad_id=0)
+
+
+def test_measure_speed_reports_consistent_figures():
+    model = GatedModel(tiny_model("bert")).eval()
+    data = _encoded()
+    pattern = np.zeros((len(data), 4), bool)
+    pattern[:, :2] = True  # every sequence runs 2 of 4 layers: ideal speed-up 2
+    rows = measure_speed(model, data, [1, 8], repeats=2, patterns=pattern)
+    assert [r.batch_size for r in rows] == [1, 8]
+    for r in rows:
+        assert r.mean_layers == 2 and r.ideal_speedup == 2 and r.sequences == len(data)
+        assert r.speedup == pytest.approx(r.gated_seq_per_s / r.full_seq_per_s)
+        assert r.efficiency == pytest.approx(r.speedup / 2) and r.gate_overhead_frac == 0
+        assert r.full_seq_per_s > 0 and r.speedup > 1.0  # half the layers run: faster even on a tiny model
+
+
+def test_bench_speed_cli_json(tmp_path, tiny_model_dir, glue_dir, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = GatedModel(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir))
+    model.save_pretrained(tmp_path / "ckpt", tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
+    argv = ["bench-speed", str(tmp_path / "ckpt"), "--task", "mrpc", "--data-dir", str(glue_dir), "--batch-sizes",
+            "1,4", "--max-rows", "16", "--repeats", "1", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = {"batch_size", "full_seq_per_s", "gated_seq_per_s", "speedup", "ideal_speedup", "efficiency",
+            "gate_overhead_frac"}  # fmt: skip
+    assert [r["batch_size"] for r in out["rows"]] == [1, 4] and keys <= set(out["rows"][0])
+    for r in out["rows"]:
+        assert r["ideal_speedup"] == pytest.approx(4 / r["mean_layers"]) and 0 <= r["gate_overhead_frac"] < 1
+    assert main([*argv[:-3], "--batch-sizes", "0,x"]) == 2
+    assert "--batch-sizes '0,x' must be a comma list of positive integers" in capsys.readouterr().err
+
+
+def test_speed_columns_land_in_the_results_when_asked(tmp_path, tiny_model_dir, glue_dir):
+    from hadskip.config import build_settings
+    from hadskip.pipeline import train_hadskip
+    from hadskip.results import read_results
+
+    fast = ["data.train_limit=64", "data.dev_limit=32", "stage1.max_steps=2", "stage2.max_steps=1",
+            "stage3.max_steps=1", "stage3.calibration_rows=32", "budgets=[2]", "speed_batch_size=8"]  # fmt: skip
+    settings = build_settings(
+        {"model": {"name_or_path": tiny_model_dir}, "data": {"task": "mrpc", "data_dir": str(glue_dir)}}, fast
+    )
+    train_hadskip(settings, str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), save_checkpoints=False)
+    df = read_results(tmp_path / "run" / "results.parquet").set_index("method")
+    point = df.loc["hadskip"]
+    assert point.speed_batch_size == 8 and point.speedup > 0
+    assert point.ideal_speedup == pytest.approx(4 / point.mean_layers)  # all 32 dev rows timed
+    assert np.isnan(df.loc["full"].speedup)
