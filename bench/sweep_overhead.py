@@ -6,7 +6,7 @@ and the same threads, and both are timed as whole processes (imports, Ray start,
 calibration, evaluation, checkpoints). Prints both wall times, their ratio (goal <= 1.10) and the Ray Train
 worker-group start time.
 
-    python bench/platform.py --task cola --budgets 4.5,3,1.5 [--set data.train_limit=2000]
+    python bench/sweep_overhead.py --task cola --budgets 4.5,3,1.5 [--set data.train_limit=2000]
 """
 
 from __future__ import annotations

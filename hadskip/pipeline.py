@@ -40,7 +40,7 @@ MINILM_ALIAS = "minilm-l6"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 STAGE1_CACHE_VERSION = 1
 STAGE2_CKPT = "checkpoints/stage2"
-SPEED_ROWS = 256  # dev rows timed for the speed columns (3 interleaved repeats each of full/gated/forced)
+SPEED_ROWS = 128  # dev rows timed for the speed columns (a warm-up + 2 interleaved repeats of full/gated/forced)
 RUN_FILES = ("results.parquet", "state.json", "config.json")  # the first two are results to protect
 
 
@@ -506,7 +506,7 @@ def train_hadskip(
             from hadskip.speed import measure_speed
 
             speed = measure_speed(student, data.dev["dev"], [settings.speed_batch_size], device=runtime.device,
-                                  repeats=3, max_rows=SPEED_ROWS)[0]  # fmt: skip
+                                  repeats=2, max_rows=SPEED_ROWS)[0]  # fmt: skip
         rel = f"checkpoints/budget-{k:g}"
         ckpt_uri = None
         if save_checkpoints and runtime.is_main:
