@@ -40,7 +40,8 @@ MINILM_ALIAS = "minilm-l6"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 STAGE1_CACHE_VERSION = 1
 STAGE2_CKPT = "checkpoints/stage2"
-SPEED_ROWS = 128  # dev rows timed for the speed columns (a warm-up + 2 interleaved repeats of full/gated/forced)
+# dev rows timed for the speed columns (a warm-up + 2 interleaved repeats of full/gated/forced)
+SPEED_ROWS = 128
 RUN_FILES = ("results.parquet", "state.json", "config.json")  # the first two are results to protect
 
 
