@@ -69,7 +69,8 @@ def format_summary(table: pd.DataFrame, details: pd.DataFrame, *, retention: boo
     excluded = int(details[details.method != "full"].n_invalid.sum())
     metric_names = details.drop_duplicates("task").set_index("task").metric_name
     lines.append(
-        "cells: best dev metric x100 (mean executed layers); "
+        ("cells: best dev metric as % of the full model" if retention else "cells: best dev metric x100")
+        + " (mean executed layers); "
         + ", ".join(f"{t}: {metric_names[t]}" for t in tasks)
         + f"; {excluded} points excluded (failed, stopped or over budget)"
     )
