@@ -561,7 +561,10 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
     for task in sweep.tasks:
         prepare_stage1(sweep, task, num_layers)
         results = _tuner(sweep, task, num_layers).fit()
-        log.info("%s: %d trials, %d errored", task, len(results), sum(1 for r in results if r.error))
+        if results.num_terminated + results.num_errors < len(results):
+            # Tune returns normally on Ctrl-C with trials still unfinished: stop here, prune nothing
+            raise KeyboardInterrupt
+        log.info("%s: %d trials, %d errored", task, len(results), results.num_errors)
         if sweep.keep_checkpoints == "best":
             prune_checkpoints(sweep, task)
     log.info("sweep %s finished in %.0f s", sweep.name, time.perf_counter() - start)
