@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,8 +55,11 @@ class RoutingState:
     """Per-forward settings shared by a GatedModel and its layers (a plain object, not a module)."""
 
     def __init__(self) -> None:
-        self.mode = "gated"  # "gated" | "open" | "forced"
+        self.mode = "gated"  # "gated" | "open" | "forced" | "controlled"
         self.forced: torch.Tensor | None = None  # (B, L) bool, for mode "forced"
+        # mode "controlled": called as controller(layer index, layer input) -> (B,) bool, the sequences
+        # that run this layer (early exit decides here instead of a gate)
+        self.controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None
         self.sample = True  # training: ReinMax on a sampled decision; False: on the argmax decision
         self.tau = 1.0
         self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold
@@ -81,7 +84,7 @@ class GatedLayer(nn.Module):
     def __init__(
         self,
         base_layer: nn.Module,
-        gate: SkipGate,
+        gate: SkipGate | None,
         index: int,
         arch: Architecture,
         attn_name: str | None,
@@ -157,6 +160,8 @@ class GatedLayer(nn.Module):
         else:
             if state.mode == "forced":
                 run = state.forced[:, self.index].to(device=h.device, dtype=torch.bool)
+            elif state.mode == "controlled":
+                run = state.controller(self.index, h)
             else:
                 logits = self.gate(self._gate_input(h))  # (B, 2)
                 probs = logits.softmax(dim=-1)[:, RUN]
@@ -210,7 +215,10 @@ class GatedModel(nn.Module):
         gate_hidden_size: int = 64,
         init_run_bias: float = 0.0,
         gate_pooling: str = "mean",
+        *,
+        gates: bool = True,
     ):
+        """`gates=False` wraps the layers without skip gates (early-exit models route by a controller)."""
         super().__init__()
         if gate_pooling not in ("first", "mean"):
             raise ConfigError(f"gate pooling {gate_pooling!r} is not one of first, mean")
@@ -231,7 +239,11 @@ class GatedModel(nn.Module):
         for i, base in enumerate(list(layers)):
             if isinstance(base, GatedLayer):
                 raise ConfigError("model is already wrapped with gates")
-            gate = SkipGate(hidden_size, gate_hidden_size, init_run_bias).to(device=param.device)
+            gate = (
+                SkipGate(hidden_size, gate_hidden_size, init_run_bias).to(device=param.device)
+                if gates
+                else None
+            )
             gated = GatedLayer(base, gate, i, self.arch, attn_name, gate_pooling)
             gated._state_ref = weakref.ref(self.state)
             layers[i] = gated
@@ -313,10 +325,14 @@ class GatedModel(nn.Module):
         route: bool = True,
         threshold: float | None = None,
         tau: float = 1.0,
+        controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     ) -> GatedOutput:
         state = self.state
-        state.mode = "open" if open_gates else "forced" if forced_gates is not None else "gated"
-        state.forced = forced_gates
+        state.mode = (
+            "open" if open_gates else "forced" if forced_gates is not None
+            else "controlled" if controller is not None else "gated"
+        )  # fmt: skip
+        state.forced, state.controller = forced_gates, controller
         state.sample, state.route, state.tau = sample, route, tau
         state.threshold = self.threshold if threshold is None else threshold
         state.record_hidden, state.record_attn = record_hidden, record_attn
@@ -329,7 +345,7 @@ class GatedModel(nn.Module):
             logits = self.model(**kwargs).logits
         finally:
             state.trace = Trace()
-            state.forced = state.token_mask = None
+            state.forced = state.token_mask = state.controller = None
         gates = torch.stack(trace.gates, dim=1)
         probs = torch.stack(trace.probs, dim=1) if len(trace.probs) == len(trace.gates) else None
         return GatedOutput(logits=logits, gates=gates, probs=probs, trace=trace)
@@ -428,5 +444,16 @@ class GatedModel(nn.Module):
 
 
 def load(path: str | Path, device: str = "cpu") -> GatedModel:
-    """Load a saved gated model (with its tokenizer) in one call."""
+    """Load a saved model (with its tokenizer) in one call: a HadSkip gated model, or an early-exit
+    baseline's `ExitModel` (hadskip.exits), whichever the checkpoint holds."""
+    meta = Path(path) / META_FILE
+    if meta.is_file():
+        try:
+            kind = json.loads(meta.read_text()).get("kind")
+        except (json.JSONDecodeError, AttributeError):
+            kind = None  # from_pretrained below names the damage
+        if kind == "exit":
+            from hadskip.exits import ExitModel
+
+            return ExitModel.from_pretrained(path, device=device)
     return GatedModel.from_pretrained(path, device=device)
