@@ -1,0 +1,331 @@
+"""Early exit: internal classifiers on the layer outputs, exit rules, and their calibration to a budget.
+
+The early-exit baselines (static truncation, entropy exit, PABEE, BERxiT, LeeBERT) share one model,
+`ExitModel`: the HF model's layers sit behind the same `GatedLayer` wrappers as HadSkip's (no skip gates),
+with an `ExitHead` after each of the first L - 1 layers; the HF model's own head is the last exit. At
+inference an `ExitController` decides, before each layer, which sequences go on: a sequence that exits
+runs no further layer (the routing that makes HadSkip's skipped layers free makes exited layers free too),
+and its prediction is the logits of the head it exited at.
+
+Every exit rule is "exit at the first layer whose score reaches the threshold": the score is the negative
+entropy (DeeBERT), the number of consecutive agreeing predictions (PABEE, LeeBERT), or the learned
+certainty of the LTE module (BERxiT). The same `ExitRule` computes scores online (in the controller) and
+offline (all layers at once, for calibration), so the threshold calibrated on training rows is the one the
+deployed model applies. `first_exit` and `calibrate_exit` are pure functions of a score matrix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hadskip.errors import CheckpointError, ConfigError
+from hadskip.model import CHECKPOINT_FORMAT, META_FILE, GatedModel
+
+EXITS_FILE = "exits.safetensors"
+RULES = ("static", "entropy", "patience", "lte")
+
+
+class ExitHead(nn.Module):
+    """An internal classifier on a layer's first-token state: dense, tanh, dropout, linear (BERT's head)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(torch.tanh(self.dense(cls))))
+
+
+# -- exit rules ----------------------------------------------------------------------------------------
+
+
+class ExitRule:
+    """Scores layer by layer: `step(logits, cls)` -> (B,) score of exiting at this layer (higher: surer)."""
+
+    name = "rule"
+
+    def reset(self, batch: int, device: torch.device) -> None:  # noqa: B027 - stateless rules need nothing
+        pass
+
+    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class EntropyRule(ExitRule):
+    """DeeBERT / BranchyNet: exit when the prediction's entropy is low; score = -entropy."""
+
+    name = "entropy"
+
+    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits.float(), dim=-1)
+        return (logp.exp() * logp).sum(-1)  # = -entropy
+
+
+class PatienceRule(ExitRule):
+    """PABEE: score = how many consecutive internal classifiers agreed so far (classification: same argmax;
+    regression: change below `delta`). Patience p means: exit when the score reaches p."""
+
+    name = "patience"
+
+    def __init__(self, delta: float = 0.05):
+        self.delta = delta
+        self.prev: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+
+    def reset(self, batch: int, device: torch.device) -> None:
+        self.prev, self.count = None, torch.zeros(batch, device=device)
+
+    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        pred = logits.float()[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
+        if self.prev is not None:
+            same = (pred - self.prev).abs() < self.delta if logits.shape[-1] == 1 else pred == self.prev
+            self.count = torch.where(same, self.count + 1, torch.zeros_like(self.count))
+        self.prev = pred
+        return self.count.clone()
+
+
+class LteRule(ExitRule):
+    """BERxiT's learning-to-exit: score = the LTE module's certainty u_i = sigmoid(c^T h_i + b)."""
+
+    name = "lte"
+
+    def __init__(self, lte: nn.Module):
+        self.lte = lte
+
+    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.lte(cls.to(self.lte.weight.dtype))).squeeze(-1).float()
+
+
+def first_exit(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Executed layers per row (1..L): the first layer whose score reaches `threshold`; the last layer
+    always ends it. `scores` is (N, L - 1): the internal exits' scores, layer 1 first."""
+    n, internal = scores.shape
+    hit = scores >= threshold
+    return np.where(hit.any(1), hit.argmax(1) + 1, internal + 1)
+
+
+def calibrate_exit(scores: np.ndarray, budget: float) -> tuple[float, float]:
+    """The threshold whose exits execute closest to `budget` layers on average over `scores` (training
+    rows, never dev); on a tie the one within the budget. Mean layers only grow with the threshold, and
+    only change at the observed scores, so bisect over those. Returns (threshold, mean layers)."""
+    candidates = np.unique(scores[np.isfinite(scores)])
+    candidates = np.append(candidates, np.inf)  # inf: nobody exits early, every layer runs
+
+    def mean_at(i: int) -> float:
+        return float(first_exit(scores, candidates[i]).mean())
+
+    lo, hi = 0, len(candidates) - 1  # mean_at rises with the index
+    if mean_at(lo) >= budget:
+        return float(candidates[lo]), mean_at(lo)
+    if mean_at(hi) <= budget:
+        return float(candidates[hi]), mean_at(hi)
+    while hi - lo > 1:  # invariant: mean_at(lo) < budget < mean_at(hi)
+        mid = (lo + hi) // 2
+        m = mean_at(mid)
+        if m == budget:
+            return float(candidates[mid]), m
+        lo, hi = (mid, hi) if m < budget else (lo, mid)
+    m_lo, m_hi = mean_at(lo), mean_at(hi)
+    return (float(candidates[lo]), m_lo) if budget - m_lo <= m_hi - budget else (float(candidates[hi]), m_hi)
+
+
+# -- the model -----------------------------------------------------------------------------------------
+
+
+class ExitController:
+    """Decides before each layer which sequences go on, and keeps the logits of those that exited."""
+
+    def __init__(self, model: ExitModel, rule: ExitRule, threshold: float, batch: int, device: torch.device):
+        self.model, self.rule, self.threshold = model, rule, threshold
+        self.active = torch.ones(batch, dtype=torch.bool, device=device)
+        self.logits: torch.Tensor | None = None  # (B, C) logits of the exit each sequence took
+        rule.reset(batch, device)
+
+    def __call__(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        if index == 0:
+            return self.active
+        cls = hidden[:, 0]
+        logits = self.model.heads[index - 1](cls.to(self.model.heads[index - 1].out.weight.dtype))
+        exit_now = self.active & (self.rule.step(logits, cls) >= self.threshold)
+        if self.logits is None:
+            self.logits = logits.new_zeros(logits.shape)
+        self.logits = torch.where(exit_now[:, None], logits, self.logits)
+        self.active = self.active & ~exit_now
+        return self.active
+
+
+@dataclass
+class ExitOutputs:
+    logits: list[torch.Tensor]  # L x (B, C): exit i's prediction, the HF head's last
+    cls: list[torch.Tensor]  # L x (B, D): first-token state after each layer
+
+
+class ExitModel(GatedModel):
+    """An HF sequence-classification model with an internal classifier after every layer but the last.
+
+    `rule` and `threshold` say how it exits at inference (set by the method after calibration); with rule
+    "static" every sequence runs the first `static_layers` layers and the HF head reads their output.
+    """
+
+    def __init__(self, hf_model: nn.Module, method: str, rule: str, head_dropout: float = 0.1):
+        super().__init__(hf_model, gates=False)
+        if rule not in RULES:
+            raise ConfigError(f"exit rule {rule!r} is not one of {', '.join(RULES)}")
+        self.method, self.rule = method, rule
+        hidden = self.config.hidden_size if hasattr(self.config, "hidden_size") else self.config.dim
+        labels = self.config.num_labels
+        param = next(hf_model.parameters())
+        self.heads = nn.ModuleList(
+            ExitHead(hidden, labels, head_dropout) for _ in range(self.num_layers - 1)
+        ).to(param.device)
+        self.lte = nn.Linear(hidden, 1).to(param.device)  # BERxiT's LTE module, shared by every layer
+        self.loss_logits = nn.Parameter(torch.zeros(self.num_layers, self.num_layers, device=param.device))
+        self.threshold = float("inf")  # no early exit until calibrated
+        self.static_layers = self.num_layers
+        self.patience_delta = 0.05
+
+    # parameters the methods train beside the backbone: heads and LTE (own lr), LeeBERT's loss weights
+    def gate_parameters(self) -> list[nn.Parameter]:
+        return [*self.heads.parameters(), *self.lte.parameters()]
+
+    def loss_weight_parameters(self) -> list[nn.Parameter]:
+        return [self.loss_logits]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters())
+
+    def make_rule(self) -> ExitRule:
+        if self.rule == "entropy":
+            return EntropyRule()
+        if self.rule == "patience":
+            return PatienceRule(self.patience_delta)
+        if self.rule == "lte":
+            return LteRule(self.lte)
+        raise ConfigError(f"exit rule {self.rule!r} has no scores")
+
+    def exit_outputs(self, **inputs) -> ExitOutputs:
+        """Every layer on the whole batch, and every exit's logits (training and calibration)."""
+        out = super().forward(**inputs, open_gates=True, record_hidden=True)
+        cls = [h[:, 0] for h in out.trace.hidden]
+        logits = [head(c) for head, c in zip(self.heads, cls, strict=False)] + [out.logits]
+        return ExitOutputs(logits=logits, cls=cls)
+
+    def static_pattern(self, batch: int, device: torch.device, layers: int | None = None) -> torch.Tensor:
+        k = self.static_layers if layers is None else layers
+        return (torch.arange(self.num_layers, device=device) < k).expand(batch, -1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        open_gates: bool = False,
+        forced_gates: torch.Tensor | None = None,
+        threshold: float | None = None,
+        **kwargs,
+    ):
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        if open_gates or forced_gates is not None:
+            return super().forward(**inputs, open_gates=open_gates, forced_gates=forced_gates, **kwargs)
+        if self.rule == "static":
+            pattern = self.static_pattern(input_ids.shape[0], input_ids.device)
+            return super().forward(**inputs, forced_gates=pattern, **kwargs)
+        t = self.threshold if threshold is None else threshold
+        controller = ExitController(self, self.make_rule(), t, input_ids.shape[0], input_ids.device)
+        out = super().forward(**inputs, controller=controller, **kwargs)
+        if controller.logits is not None:  # exited sequences answer with the head they exited at
+            out.logits = torch.where(
+                controller.active[:, None], out.logits, controller.logits.to(out.logits.dtype)
+            )
+        return out
+
+    # -- save / load -------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, tokenizer=None, metadata: dict | None = None) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with self.unwrapped() as hf:
+            hf.save_pretrained(path, safe_serialization=True)
+        tensors = {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+        tensors.update({f"lte.{k}": v for k, v in self.lte.state_dict().items()})
+        tensors["loss_logits"] = self.loss_logits.detach()
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path / EXITS_FILE))
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "exit",
+            "method": self.method,
+            "rule": self.rule,
+            "num_layers": self.num_layers,
+            "threshold": self.threshold if np.isfinite(self.threshold) else None,
+            "static_layers": self.static_layers,
+            "patience_delta": self.patience_delta,
+            **({"metadata": metadata} if metadata else {}),
+        }
+        (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> ExitModel:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        for name in (META_FILE, EXITS_FILE, "config.json"):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path} is not an early-exit checkpoint: {name} is missing")
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+            hf = AutoModelForSequenceClassification.from_pretrained(path)
+            model = cls(hf, meta["method"], meta["rule"])
+            tensors = load_file(str(path / EXITS_FILE))
+            model.heads.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("heads.")})
+            model.lte.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("lte.")})
+            model.loss_logits.data.copy_(tensors["loss_logits"])
+        except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
+            raise CheckpointError(
+                f"checkpoint {path} is corrupted or incomplete ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            ) from None
+        threshold = meta.get("threshold")
+        model.threshold = float("inf") if threshold is None else float(threshold)
+        model.static_layers = int(meta.get("static_layers", model.num_layers))
+        model.patience_delta = float(meta.get("patience_delta", 0.05))
+        model.metadata = meta.get("metadata", {})
+        try:
+            model.tokenizer = AutoTokenizer.from_pretrained(path)
+        except Exception:  # noqa: BLE001 - the tokenizer is optional in a checkpoint
+            model.tokenizer = None
+        return model.to(device).eval()
+
+
+@torch.no_grad()
+def exit_scores(model: ExitModel, data, runtime, batch_size: int = 64) -> np.ndarray:
+    """(N, L - 1) scores of the internal exits on every row of `data` (every layer run, deterministic)."""
+    from hadskip.data import batch_indices, iterate
+
+    model.eval()
+    model.set_attn_implementation("sdpa")
+    rows, scores = [], []
+    for idx, batch in iterate(data, batch_indices(data.lengths, batch_size, shuffle=False), runtime.device):
+        batch.pop("labels")
+        out = model.exit_outputs(**batch)
+        rule = model.make_rule()
+        rule.reset(len(idx), runtime.device)
+        scores.append(
+            torch.stack([rule.step(lg, c) for lg, c in zip(out.logits[:-1], out.cls, strict=False)], 1)
+            .cpu()
+            .numpy()
+        )
+        rows.append(idx)
+    order = np.argsort(np.concatenate(rows))
+    return np.concatenate(scores)[order]
