@@ -31,7 +31,7 @@ from hadskip.pipeline import (
     pick_device,
     resolve_model_source,
     seed_everything,
-    train_hadskip,
+    train_run,
 )
 from hadskip.results import read_results
 from hadskip.train import Stage, fit
@@ -91,7 +91,7 @@ def main() -> None:
         runtime = Runtime(device=pick_device(settings.device))
         out = Path(args.out) / task
         start = time.perf_counter()
-        train_hadskip(
+        train_run(
             settings,
             str(out),
             runtime=runtime,

@@ -50,6 +50,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--task", required=True, help="GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli"
     )
     p.add_argument("--model", help="HF hub id, local model folder, or minilm-l6 (default)")
+    p.add_argument("--method", help="hadskip (default), or an early-exit baseline: static, entropy, pabee, "
+                   "berxit, leebert")  # fmt: skip
     p.add_argument("--budgets", help="expected executed layers, comma list (default 4.5,3,1.5)")
     p.add_argument("--output", required=True, help="output folder or URI (s3://..., gs://...)")
     p.add_argument("--data-dir", help="GLUE-layout folder (TSV or Parquet); default: the hub's nyu-mll/glue")
@@ -71,19 +73,23 @@ def settings_from_args(args: argparse.Namespace):
         flags.append(f"model.name_or_path={json.dumps(args.model)}")
     if args.data_dir:
         flags.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    if getattr(args, "method", None):
+        flags.append(f"method={json.dumps(args.method)}")
     if args.budgets:
         flags.append(f"budgets={json.dumps(parse_budgets(args.budgets))}")
     return build_settings(base, flags + list(args.overrides))
 
 
-@command("train", "run the three HadSkip stages on one task and evaluate every budget")(_train_args)
+@command(
+    "train", "run the three HadSkip stages (or an early-exit baseline) on one task and evaluate every budget"
+)(_train_args)
 def _train(args: argparse.Namespace) -> int:
-    from hadskip.pipeline import train_hadskip
+    from hadskip.pipeline import train_run
 
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite and --resume contradict each other; pass one")
     settings = settings_from_args(args)
-    rows = train_hadskip(
+    rows = train_run(
         settings,
         args.output,
         cache_dir=args.cache_dir,

@@ -123,12 +123,36 @@ class Stage3Settings(OptimSettings):
     calibration_rows: int = Field(1024, ge=1)
 
 
+class ExitSettings(OptimSettings):
+    """The early-exit baselines (hadskip.methods): one fine-tune from the stage I model, then a threshold
+    calibrated per budget on training rows."""
+
+    lr: float = Field(2e-5, gt=0.0, le=1.0)
+    epochs: float = Field(2.0, gt=0.0, le=1000.0)
+    # Learning rate of the freshly initialised internal classifiers and LTE module (None: `lr`).
+    head_lr: float | None = Field(5e-4, gt=0.0, le=1.0)
+    head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # PABEE on regression tasks: consecutive predictions "agree" when they differ by less than this.
+    patience_delta: float = Field(0.05, gt=0.0)
+    # LeeBERT: learning rate of the learned loss weights, cross-level cycle length C, distillation temperature.
+    weight_lr: float = Field(1e-3, gt=0.0, le=1.0)
+    cycle: int = Field(4, ge=2)
+    kd_temperature: float = Field(2.0, gt=0.0)
+    calibration_rows: int = Field(1024, ge=1)
+
+
+METHOD_NAMES = ("hadskip", "static", "entropy", "pabee", "berxit", "leebert")
+
+
 class RunSettings(Settings):
+    # hadskip, or an early-exit baseline trained under the same budgets (hadskip.methods)
+    method: Literal["hadskip", "static", "entropy", "pabee", "berxit", "leebert"] = "hadskip"
     model: ModelSettings = ModelSettings()
     data: DataSettings = DataSettings()
     stage1: Stage1Settings = Stage1Settings()
     stage2: Stage2Settings = Stage2Settings()
     stage3: Stage3Settings = Stage3Settings()
+    exits: ExitSettings = ExitSettings()
     # Expected executed layers to train for, e.g. [4.5, 3, 1.5] on a 6-layer model.
     budgets: list[float] = Field(default_factory=lambda: [4.5, 3.0, 1.5], min_length=1)
     seed: int = Field(42, ge=0)

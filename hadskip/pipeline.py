@@ -1,5 +1,6 @@
-"""One HadSkip run on one task: stage I (cached and shared), stage II, stage III along the homotopic path, and
-an evaluated checkpoint plus a results row at every requested budget.
+"""One run on one task: stage I (cached and shared), then HadSkip's stage II and stage III along the homotopic
+path (or an early-exit baseline, hadskip.methods), and an evaluated checkpoint plus a results row at every
+requested budget.
 
 Everything a restarted run needs lives under the output location (a path or a shared-storage URI):
 `state.json` lists the finished points, `checkpoints/` holds their models, and `results.parquet` their rows.
@@ -380,7 +381,53 @@ def with_data_info(info: dict, data: TaskData) -> dict:
 PointCallback = Callable[[ResultRow, Path | None], None]
 
 
-def train_hadskip(
+@dataclass
+class RunContext:
+    """What a method's training body needs from the run around it (hadskip.methods uses it too)."""
+
+    settings: RunSettings
+    run: RunDir
+    state: RunState
+    data: TaskData
+    runtime: Runtime
+    stage1_path: Path
+    targets: list[float]
+    num_layers: int
+    done: set
+    publish: Callable[[ResultRow, Path | None], None]
+    save_checkpoints: bool
+
+    def save_state(self) -> None:
+        if self.runtime.is_main:
+            self.run.write("state.json", self.state.to_json())
+
+    def publish_eval(self, ev: Evaluation, *, method: str, budget: float, lr: float, batch_size: int,
+                     train_seconds: float, checkpoint: str | None, threshold: float | None, speed=None) -> None:  # fmt: skip
+        row = _eval_row(self.settings, self.data, self.state, ev, method=method, num_layers=self.num_layers,
+                        budget=budget, lr=lr, batch_size=batch_size, train_seconds=train_seconds,
+                        checkpoint=checkpoint, gate_threshold=threshold, speed=speed)  # fmt: skip
+        if method != "hadskip":  # the HadSkip loss weights mean nothing for a baseline
+            row = row.model_copy(
+                update=dict.fromkeys(("beta", "alpha_pred", "alpha_hidden", "alpha_attn", "alpha_emb"))
+            )
+        self.publish(row, self.run.local / checkpoint_rel(budget) if checkpoint else None)
+
+
+def checkpoint_rel(budget: float) -> str:
+    return f"checkpoints/budget-{budget:g}"
+
+
+def measure_point_speed(model, ctx: RunContext):
+    """The measured speed-up of a point at `speed_batch_size` (None when off, or not the main worker)."""
+    if not ctx.settings.speed_batch_size or not ctx.runtime.is_main:
+        return None
+    from hadskip.speed import measure_speed
+
+    return measure_speed(model, ctx.data.dev["dev"], [ctx.settings.speed_batch_size], device=ctx.runtime.device,
+                         repeats=2, max_rows=SPEED_ROWS)[0]  # fmt: skip
+
+
+def train_run(
     settings: RunSettings,
     output: str,
     *,
@@ -391,7 +438,8 @@ def train_hadskip(
     on_point: PointCallback | None = None,
     save_checkpoints: bool = True,
 ) -> list[ResultRow]:
-    """Run the three stages and return one row per evaluated point (the full model first)."""
+    """Run `settings.method` (HadSkip's three stages, or an early-exit baseline) and return one row per
+    evaluated point (the full stage I model first)."""
     runtime = runtime or Runtime(device=pick_device(settings.device))
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -399,6 +447,10 @@ def train_hadskip(
     source = resolve_model_source(settings.model.name_or_path)
     num_layers = num_layers_of(source)
     targets = check_budgets(settings.budgets, num_layers)
+    if settings.method != "hadskip":
+        from hadskip.methods import check_task
+
+        check_task(settings.method, get_task(settings.data.task))
 
     run = RunDir(output)
     existing = run.holds_results()
@@ -434,25 +486,40 @@ def train_hadskip(
         if on_point is not None:
             on_point(row, ckpt)
 
-    # Stage I: the vanilla fine-tune, also the teacher and the "full" reference row.
+    # Stage I: the vanilla fine-tune, also the teacher, the "full" reference row, and every method's start.
     stage1 = ensure_stage1(settings, source, data, runtime, cache_dir)
     if ("full", float(num_layers)) not in done:
         publish(
             stage1_full_row(settings, with_data_info(stage1.info, data), num_layers, run_id=state.run_id),
             stage1.path,
         )
+    ctx = RunContext(settings, run, state, data, runtime, stage1.path, targets, num_layers, done, publish,
+                     save_checkpoints)  # fmt: skip
+    if settings.method == "hadskip":
+        _train_hadskip(ctx)
+    else:
+        from hadskip.methods import train_exit_method
 
-    teacher = _load_gated(stage1.path, settings, runtime.device).eval()
+        train_exit_method(ctx)
+    runtime.barrier()
+    return rows
+
+
+def _train_hadskip(ctx: RunContext) -> None:
+    """Stages II and III along the homotopic path, a calibrated, evaluated point at every target budget."""
+    settings, data, runtime, state, run = ctx.settings, ctx.data, ctx.runtime, ctx.state, ctx.run
+    targets, num_layers = ctx.targets, ctx.num_layers
+    teacher = _load_gated(ctx.stage1_path, settings, runtime.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     seed_everything(settings.seed + 1)  # gate initialisation independent of whether stage I was cached
-    student = _load_gated(stage1.path, settings, runtime.device)
+    student = _load_gated(ctx.stage1_path, settings, runtime.device)
     runtime.broadcast_module(student)
     s3 = settings.stage3
 
-    remaining = [k for k in targets if ("hadskip", k) not in done]
+    remaining = [k for k in targets if ("hadskip", k) not in ctx.done]
     if not remaining:
-        return rows
+        return
     if s3.alpha_attn > 0:
         teacher.set_attn_implementation("eager")
     if state.resume_from is not None:
@@ -463,10 +530,10 @@ def train_hadskip(
         stats = fit(student, Stage("stage2", settings.stage2, trains="gates", label="stage II (gates)"),
                     data.train, runtime, seed=settings.seed + 2, s3=s3)  # fmt: skip
         state.train_seconds += stats.seconds
-        if save_checkpoints and runtime.is_main:
-            _save_checkpoint(student, data, run, STAGE2_CKPT, {"stage": 2})
+        if ctx.save_checkpoints and runtime.is_main:
+            save_checkpoint(student, data, run, STAGE2_CKPT, {"stage": 2})
             state.resume_from, state.resume_budget = STAGE2_CKPT, None
-            run.write("state.json", state.to_json())
+            ctx.save_state()
 
     if s3.homotopic:
         path = budget_path(num_layers, targets, s3.budget_step)
@@ -502,30 +569,22 @@ def train_hadskip(
                 cal_layers,
             )
         ev = evaluate(student, data, runtime, settings.eval_batch_size)
-        speed = None
-        if settings.speed_batch_size and runtime.is_main:
-            from hadskip.speed import measure_speed
-
-            speed = measure_speed(student, data.dev["dev"], [settings.speed_batch_size], device=runtime.device,
-                                  repeats=2, max_rows=SPEED_ROWS)[0]  # fmt: skip
-        rel = f"checkpoints/budget-{k:g}"
+        speed = measure_point_speed(student, ctx)
+        rel = checkpoint_rel(k)
         ckpt_uri = None
-        if save_checkpoints and runtime.is_main:
+        if ctx.save_checkpoints and runtime.is_main:
             meta = {"budget": k, "metric": ev.metric, "task": data.task.name}
-            ckpt_uri = _save_checkpoint(student, data, run, rel, meta)
+            ckpt_uri = save_checkpoint(student, data, run, rel, meta)
             state.resume_from, state.resume_budget = rel, k
         log.info(
             "budget %g: %s %.4f, mean layers %.2f", k, data.task.metric, ev.metric, ev.stats["mean_layers"]
         )
-        row = _eval_row(settings, data, state, ev, method="hadskip", num_layers=num_layers, budget=k, lr=s3.lr,
-                        batch_size=s3.batch_size, train_seconds=state.train_seconds, checkpoint=ckpt_uri,
-                        gate_threshold=student.threshold, speed=speed)  # fmt: skip
-        publish(row, run.local / rel if ckpt_uri else None)
-    runtime.barrier()
-    return rows
+        ctx.publish_eval(ev, method="hadskip", budget=k, lr=s3.lr, batch_size=s3.batch_size,
+                         train_seconds=state.train_seconds, checkpoint=ckpt_uri, threshold=student.threshold,
+                         speed=speed)  # fmt: skip
 
 
-def _save_checkpoint(model: GatedModel, data: TaskData, run: RunDir, rel: str, meta: dict) -> str:
+def save_checkpoint(model: GatedModel, data: TaskData, run: RunDir, rel: str, meta: dict) -> str:
     local = run.local / rel
     tmp = local.with_name(local.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

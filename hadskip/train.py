@@ -92,8 +92,9 @@ class Stage:
     name: str  # "stage1" | "stage2" | "stage3"
     optim: OptimSettings
     trains: str  # "backbone" | "gates" | "all"
-    budget: float | None = None  # k in the budget penalty (stage III)
+    budget: float | None = None  # k in the budget penalty (stage III), the static exit's budget
     label: str = ""
+    method: str = ""  # stage "exit": which early-exit method's loss (hadskip.methods)
 
 
 @dataclass
@@ -109,8 +110,13 @@ def stage_loss(
     batch: dict[str, torch.Tensor],
     teacher: GatedModel | None = None,
     s3: Stage3Settings | None = None,
+    step: int = 0,
 ) -> dict[str, torch.Tensor]:
     """The loss terms of one stage on one batch; "total" is what gets minimised."""
+    if stage.name == "exit":  # the early-exit baselines
+        from hadskip.methods import exit_loss
+
+        return exit_loss(stage, model, batch, step)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     labels = batch["labels"]
     if stage.name == "stage1":  # Eq. 4: the vanilla model, every layer
@@ -155,23 +161,27 @@ def stage_loss(
 
 
 def _param_groups(model: GatedModel, stage: Stage) -> list[dict]:
+    """Optimiser groups: the backbone at `lr`; the added modules (skip gates, exit heads) at their own
+    learning rate; LeeBERT's loss weights at `weight_lr`, without decay."""
     gate_ids = {id(p) for p in model.gate_parameters()}
-    gate_lr = getattr(stage.optim, "gate_lr", None) or stage.optim.lr
+    weight_ids = {id(p) for p in getattr(model, "loss_weight_parameters", list)()}
+    opt = stage.optim
+    lrs = {
+        "gate": getattr(opt, "gate_lr", None) or getattr(opt, "head_lr", None) or opt.lr,
+        "weights": getattr(opt, "weight_lr", opt.lr),
+        "backbone": opt.lr,
+    }
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for name, p in model.model.named_parameters():
-        is_gate = id(p) in gate_ids
-        train = {"backbone": not is_gate, "gates": is_gate, "all": True}[stage.trains]
+    for name, p in model.named_parameters():
+        kind = "gate" if id(p) in gate_ids else "weights" if id(p) in weight_ids else "backbone"
+        train = {"backbone": kind == "backbone", "gates": kind == "gate", "all": True}[stage.trains]
         p.requires_grad_(train)
         if not train:
             continue
-        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        groups.setdefault(("gate" if is_gate else "backbone", no_decay), []).append(p)
+        no_decay = p.ndim < 2 or kind == "weights" or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((kind, no_decay), []).append(p)
     return [
-        {
-            "params": params,
-            "lr": gate_lr if kind == "gate" else stage.optim.lr,
-            "weight_decay": 0.0 if no_decay else stage.optim.weight_decay,
-        }
+        {"params": params, "lr": lrs[kind], "weight_decay": 0.0 if no_decay else opt.weight_decay}
         for (kind, no_decay), params in groups.items()
     ]
 
@@ -214,7 +224,7 @@ def fit(
                 factor = lr_factor(step, total, warmup)
                 for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                     g["lr"] = lr * factor
-                terms = stage_loss(stage, model, batch, teacher=teacher, s3=s3)
+                terms = stage_loss(stage, model, batch, teacher=teacher, s3=s3, step=step)
                 loss = terms["total"]
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -246,7 +256,7 @@ def fit(
             epoch += 1
     finally:
         bar.close()
-        for p in model.model.parameters():
+        for p in model.parameters():
             p.requires_grad_(True)
     seconds = time.perf_counter() - start
     means = {k: v / max(count, 1) for k, v in sums.items()}

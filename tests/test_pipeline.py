@@ -104,21 +104,21 @@ def test_interrupted_run_resumes_without_loss_or_repeats(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pipeline.train_hadskip(settings, str(out), cache_dir=str(cache), on_point=stop_after_first_budget)
+        pipeline.train_run(settings, str(out), cache_dir=str(cache), on_point=stop_after_first_budget)
     assert read_results(out / "results.parquet")["budget"].tolist() == [4.0, 3.0]
     count_fits.clear()
     with pytest.raises(Exception, match="already holds results"):
-        pipeline.train_hadskip(settings, str(out), cache_dir=str(cache))
-    rows = pipeline.train_hadskip(settings, str(out), cache_dir=str(cache), resume=True)
+        pipeline.train_run(settings, str(out), cache_dir=str(cache))
+    rows = pipeline.train_run(settings, str(out), cache_dir=str(cache), resume=True)
     assert count_fits == [("stage3", 2.0), ("stage3", 1.5)]  # continues after budget 3's checkpoint
     df = read_results(out / "results.parquet")
     assert df["budget"].tolist() == [4.0, 3.0, 1.5] and [r.budget for r in rows] == [4.0, 3.0, 1.5]
     count_fits.clear()
-    pipeline.train_hadskip(settings, str(out), cache_dir=str(cache), resume=True)  # nothing left to do
+    pipeline.train_run(settings, str(out), cache_dir=str(cache), resume=True)  # nothing left to do
     assert count_fits == [] and len(read_results(out / "results.parquet")) == 3
     other = settings.model_copy(update={"seed": 7})
     with pytest.raises(Exception, match="started with other settings"):
-        pipeline.train_hadskip(other, str(out), cache_dir=str(cache), resume=True)
+        pipeline.train_run(other, str(out), cache_dir=str(cache), resume=True)
 
 
 def test_non_homotopic_ablation_trains_each_budget_from_stage2(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hadskip.config import build_settings
-from hadskip.pipeline import train_hadskip
+from hadskip.pipeline import train_run
 from hadskip.results import read_results
 
 
@@ -17,7 +17,7 @@ def test_short_real_run_on_minilm_and_cola(tmp_path, minilm_path, glue_dir):
          "stage2.max_steps=2", "stage3.max_steps=1", "stage1.batch_size=16", "stage2.batch_size=16",
          "stage3.batch_size=16", "stage3.calibration_rows=64", "threads=2"],
     )  # fmt: skip
-    rows = train_hadskip(settings, str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+    rows = train_run(settings, str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
     assert [(r.method, r.budget) for r in rows] == [("full", 6.0), ("hadskip", 4.5), ("hadskip", 1.5)]
     df = read_results(tmp_path / "run" / "results.parquet")
     assert (df.num_layers == 6).all() and (df.status == "ok").all()

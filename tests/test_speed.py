@@ -99,7 +99,7 @@ def test_bench_speed_cli_json(tmp_path, tiny_model_dir, glue_dir, capsys):
 
 def test_speed_columns_land_in_the_results_when_asked(tmp_path, tiny_model_dir, glue_dir):
     from hadskip.config import build_settings
-    from hadskip.pipeline import train_hadskip
+    from hadskip.pipeline import train_run
     from hadskip.results import read_results
 
     fast = ["data.train_limit=64", "data.dev_limit=32", "stage1.max_steps=2", "stage2.max_steps=1",
@@ -107,7 +107,7 @@ def test_speed_columns_land_in_the_results_when_asked(tmp_path, tiny_model_dir, 
     settings = build_settings(
         {"model": {"name_or_path": tiny_model_dir}, "data": {"task": "mrpc", "data_dir": str(glue_dir)}}, fast
     )
-    train_hadskip(settings, str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), save_checkpoints=False)
+    train_run(settings, str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), save_checkpoints=False)
     df = read_results(tmp_path / "run" / "results.parquet").set_index("method")
     point = df.loc["hadskip"]
     assert point.speed_batch_size == 8 and point.speedup > 0
