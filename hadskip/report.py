@@ -118,7 +118,7 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    points = df[(df.method == "hadskip") & df.study.notna() & df.trial_id.notna()].copy()
+    points = df[(df.method != "full") & df.study.notna() & df.trial_id.notna()].copy()
     if points.empty:
         return {}
     points["score"] = points.metric.where(

@@ -1,7 +1,7 @@
 """Ray sweeps: Ray Tune + Optuna over HadSkip's hyperparameters, each trial a Ray Train run of the three stages.
 
 Three layers, as in Ray's own examples:
-- `worker_loop` runs on every Ray Train worker: `train_hadskip` with a `Runtime` on the worker's rank. After
+- `worker_loop` runs on every Ray Train worker: `train_run` with a `Runtime` on the worker's rank. After
   each budget on the homotopic path, rank 0 writes the point to the results dataset and every rank reports it
   (Ray Train forwards rank 0's report to Tune through `TuneReportCallback`).
 - `run_trial` is the Tune function trainable: it builds the `TorchTrainer` of one trial and runs it.
@@ -52,6 +52,20 @@ SPACE: dict[str, tuple[str, tuple]] = {
     "stage3.alpha_emb": ("loguniform", (0.1, 10.0)),
 }
 
+# The early-exit baselines search their own hyperparameters (hadskip.methods); the ranges follow their
+# papers (LeeBERT: weight lr 1e-5..5e-3, cycle 2/4/8).
+_EXIT_LR = {"exits.lr": ("loguniform", (5e-6, 5e-5)), "exits.batch_size": ("choice", ([8, 16, 32, 64],))}
+_HEAD_LR = {"exits.head_lr": ("loguniform", (1e-4, 3e-3))}
+METHOD_SPACES: dict[str, dict[str, tuple[str, tuple]]] = {
+    "hadskip": SPACE,
+    "static": _EXIT_LR,
+    "entropy": {"exits.batch_size": _EXIT_LR["exits.batch_size"], **_HEAD_LR},  # backbone frozen
+    "pabee": {**_EXIT_LR, **_HEAD_LR},
+    "berxit": {**_EXIT_LR, **_HEAD_LR},
+    "leebert": {**_EXIT_LR, **_HEAD_LR, "exits.weight_lr": ("loguniform", (1e-5, 5e-3)),
+                "exits.cycle": ("choice", ([2, 4, 8],))},
+}  # fmt: skip
+
 # --smoke-test: a real sweep (real weights, real GLUE rows) shrunk to minutes on a laptop CPU.
 SMOKE_TASKS = "sst2,mrpc"  # SST-2 is learnt from a few hundred rows; MRPC shows a pair task
 SMOKE_OVERRIDES = [
@@ -68,6 +82,7 @@ class SweepSettings(BaseModel):
     name: str = Field("glue-sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     tasks: list[str]
     budgets: list[float]
+    methods: list[str] = ["hadskip"]  # hadskip and/or early-exit baselines, each its own study per task
     model: str = "minilm-l6"
     data_dir: str | None = None
     trials_per_task: int = Field(8, ge=1)
@@ -87,6 +102,16 @@ class SweepSettings(BaseModel):
     speed_batch_size: int | None = Field(32, ge=1)  # every point's measured speed-up at this batch; None: off
     fault: str | None = None  # test hook: "nan@<trial index>" makes that trial's loss NaN
 
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        for m in methods:
+            if m not in METHOD_SPACES:
+                raise ValueError(f"method {m!r} is unknown; known: {', '.join(METHOD_SPACES)}")
+        if not methods:
+            raise ValueError(f"no method given; known: {', '.join(METHOD_SPACES)}")
+        return list(dict.fromkeys(methods))
+
     @field_validator("storage", "results")
     @classmethod
     def _absolute(cls, uri: str) -> str:  # Ray needs absolute local paths; workers may run elsewhere
@@ -100,8 +125,9 @@ class SweepSettings(BaseModel):
     def cache(self) -> str:
         return storage.join(self.storage, "stage1-cache")
 
-    def study(self, task: str) -> str:
-        return f"{self.name}-{task}"
+    def study(self, task: str, method: str = "hadskip") -> str:
+        """One Optuna study per task and method (HadSkip's keeps the plain name)."""
+        return f"{self.name}-{task}" if method == "hadskip" else f"{self.name}-{task}-{method}"
 
     def base_settings(self, task: str) -> RunSettings:
         flags = [f"data.task={json.dumps(task)}", f"model.name_or_path={json.dumps(self.model)}",
@@ -114,10 +140,19 @@ class SweepSettings(BaseModel):
             flags.append(f"threads={max(1, int(self.cpus_per_worker))}")
         return build_settings({}, flags + self.overrides)
 
-    def space(self) -> dict[str, tuple[str, tuple]]:
-        """The searched hyperparameters: SPACE less those the user fixed with --set."""
+    def space(self, method: str = "hadskip") -> dict[str, tuple[str, tuple]]:
+        """The searched hyperparameters of a method: its space less those the user fixed with --set."""
         fixed = {o.split("=", 1)[0].strip() for o in self.overrides}
-        return {k: v for k, v in SPACE.items() if k not in fixed}
+        return {k: v for k, v in METHOD_SPACES[method].items() if k not in fixed}
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(task, method) pairs the sweep runs: a method that cannot serve a regression task skips it."""
+        from hadskip.methods import METHODS
+
+        return [
+            (t, m) for t in self.tasks for m in self.methods
+            if m == "hadskip" or not get_task(t).is_regression or METHODS[m].regression
+        ]  # fmt: skip
 
 
 def resolve_tasks(spec: str, data_dir: str | None) -> list[str]:
@@ -133,10 +168,15 @@ def resolve_tasks(spec: str, data_dir: str | None) -> list[str]:
     return [get_task(t).name for t in tasks]
 
 
-def trial_settings(sweep: SweepSettings, task: str, config: dict[str, Any]) -> RunSettings:
-    """The run settings of one trial: the sweep's base plus Optuna's suggestions."""
+def trial_settings(
+    sweep: SweepSettings, task: str, config: dict[str, Any], method: str = "hadskip"
+) -> RunSettings:
+    """The run settings of one trial: the sweep's base, the method, and Optuna's suggestions."""
     base = json.loads(sweep.base_settings(task).model_dump_json())
-    return build_settings(base, [f"{k}={json.dumps(v)}" for k, v in config.items() if k in SPACE])
+    flags = [f"method={json.dumps(method)}"]
+    return build_settings(
+        base, flags + [f"{k}={json.dumps(v)}" for k, v in config.items() if k in METHOD_SPACES[method]]
+    )
 
 
 def objective(points: list[tuple[float, float | None, float | None]], tolerance: float) -> float:
@@ -161,23 +201,28 @@ def point_name(trial_id: str) -> str:
 
 
 def tag(row: ResultRow, sweep: SweepSettings, trial_id: str, task: str) -> ResultRow:
-    return row.model_copy(update={"sweep_id": sweep.name, "trial_id": trial_id, "study": sweep.study(task)})
+    study = sweep.study(task, row.method) if row.method != "full" else sweep.study(task)
+    return row.model_copy(update={"sweep_id": sweep.name, "trial_id": trial_id, "study": study})
 
 
 def unfinished_rows(
-    sweep: SweepSettings, task: str, config: dict, trial_id: str, num_layers: int, status: str, error: str
-) -> list[ResultRow]:
+    sweep: SweepSettings, task: str, config: dict, trial_id: str, num_layers: int, status: str, error: str,
+    method: str = "hadskip",
+) -> list[ResultRow]:  # fmt: skip
     """Rows for the budgets a trial did not reach (it failed or was stopped), unless already written."""
-    settings = trial_settings(sweep, task, config)
+    settings = trial_settings(sweep, task, config, method)
     s3, t = settings.stage3, get_task(task)
+    if method == "hadskip":
+        hyper = dict(lr=s3.lr, batch_size=s3.batch_size, beta=s3.beta, alpha_pred=s3.alpha_pred,
+                     alpha_hidden=s3.alpha_hidden, alpha_attn=s3.alpha_attn, alpha_emb=s3.alpha_emb)  # fmt: skip
+    else:
+        hyper = dict(lr=settings.exits.lr, batch_size=settings.exits.batch_size)
     rows = []
     for budget in check_budgets(sweep.budgets, num_layers):
         row = ResultRow(
-            run_id=trial_id, task=t.name, method="hadskip", model=settings.model.name_or_path,
-            num_layers=num_layers, budget=budget, metric_name=t.metric, lr=s3.lr, batch_size=s3.batch_size,
-            beta=s3.beta, alpha_pred=s3.alpha_pred, alpha_hidden=s3.alpha_hidden, alpha_attn=s3.alpha_attn,
-            alpha_emb=s3.alpha_emb, seed=settings.seed, status=status, error=error,
-            settings=settings.model_dump_json(),
+            run_id=trial_id, task=t.name, method=method, model=settings.model.name_or_path,
+            num_layers=num_layers, budget=budget, metric_name=t.metric, seed=settings.seed, status=status,
+            error=error, settings=settings.model_dump_json(), **hyper,
         )  # fmt: skip
         row = tag(row, sweep, trial_id, task)
         if not storage.exists(point_file(sweep.results, row, point_name(trial_id))):
@@ -193,7 +238,7 @@ def worker_loop(cfg: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from hadskip.pipeline import RunState, ensure_stage1, load_task_data, resolve_model_source, train_hadskip
+    from hadskip.pipeline import RunState, ensure_stage1, load_task_data, resolve_model_source, train_run
     from hadskip.train import Runtime, TrainingDiverged
 
     if not logging.getLogger().handlers:  # step logs every `log_every` steps reach the driver's console
@@ -240,9 +285,10 @@ def worker_loop(cfg: dict) -> None:
             storage.join(run_uri, "timing.json"), json.dumps({"worker_start_s": start_s}).encode()
         )
     if cfg.get("fault") == "nan":
-        settings = settings.model_copy(
-            update={"stage3": settings.stage3.model_copy(update={"beta": math.nan})}
-        )
+        settings = settings.model_copy(update={  # HadSkip's loss, or a baseline's weights, go NaN
+            "stage3": settings.stage3.model_copy(update={"beta": math.nan}),
+            "exits": settings.exits.model_copy(update={"lr": math.nan, "head_lr": math.nan}),
+        })  # fmt: skip
     points: list[tuple[float, float | None, float | None]] = []
     reported = []
     state_uri = storage.join(run_uri, "state.json")
@@ -271,7 +317,7 @@ def worker_loop(cfg: dict) -> None:
         })  # fmt: skip
 
     try:
-        train_hadskip(
+        train_run(
             settings,
             run_uri,
             runtime=runtime,
@@ -286,7 +332,7 @@ def worker_loop(cfg: dict) -> None:
         if runtime.is_main:
             error = f"{DIVERGED}{err}"
             for row in unfinished_rows(
-                sweep, task, cfg["config"], trial_id, cfg["num_layers"], "failed", error
+                sweep, task, cfg["config"], trial_id, cfg["num_layers"], "failed", error, settings.method
             ):
                 write_point(sweep.results, row, point_name(trial_id))
         ray.train.report({METRIC: OVER_BUDGET_SCORE, TIME_ATTR: len(sweep.budgets), "diverged": True})
@@ -319,15 +365,16 @@ def _train_run_config(sweep: SweepSettings, name: str, callbacks: list):
     )
 
 
-def run_trial(config: dict, *, sweep_json: str, task: str, num_layers: int) -> None:
-    """One Tune trial: a TorchTrainer running the three stages with this trial's hyperparameters."""
+def run_trial(config: dict, *, sweep_json: str, task: str, num_layers: int, method: str = "hadskip") -> None:
+    """One Tune trial: a TorchTrainer running the method (HadSkip's stages, or a baseline) with this trial's
+    hyperparameters."""
     from ray import tune
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     sweep = SweepSettings.model_validate_json(sweep_json)
     trial_id = tune.get_context().get_trial_id()
-    settings = trial_settings(sweep, task, config)
+    settings = trial_settings(sweep, task, config, method)
     fault = None
     if sweep.fault:  # test hook: Tune's trial folder is named <trainable>_<trial id>_<trial index>_<params>
         kind, _, index = sweep.fault.partition("@")
@@ -354,7 +401,7 @@ class PointBookkeeper:
     """Driver-side Tune callback: a trial that ends before its last budget (stopped by ASHA, or errored)
     still gets a row for every budget it did not reach, with its status and error."""
 
-    def __init__(self, sweep: SweepSettings, task: str, num_layers: int):
+    def __init__(self, sweep: SweepSettings, task: str, num_layers: int, method: str = "hadskip"):
         from ray.tune import Callback
 
         class _Callback(Callback):
@@ -364,14 +411,14 @@ class PointBookkeeper:
             def on_trial_error(cb, iteration, trials, trial, **info):  # noqa: N805
                 self.record(trial, "failed", _error_text(trial))
 
-        self.sweep, self.task, self.num_layers = sweep, task, num_layers
+        self.sweep, self.task, self.num_layers, self.method = sweep, task, num_layers, method
         self.callback = _Callback()
 
     def record(self, trial, status: str, error: str) -> None:
-        config = {k: v for k, v in trial.config.items() if k in SPACE}
+        config = {k: v for k, v in trial.config.items() if k in METHOD_SPACES[self.method]}
         try:
             rows = unfinished_rows(
-                self.sweep, self.task, config, trial.trial_id, self.num_layers, status, error
+                self.sweep, self.task, config, trial.trial_id, self.num_layers, status, error, self.method
             )
         except HadSkipError as err:
             log.warning("could not record trial %s as %s: %s", trial.trial_id, status, err)
@@ -472,20 +519,26 @@ def _tune_space(space: dict[str, tuple[str, tuple]]) -> dict:
     return {key: make[kind](*args) for key, (kind, args) in space.items()}
 
 
-def _tuner(sweep: SweepSettings, task: str, num_layers: int):
+def experiment_name(task: str, method: str) -> str:
+    return f"tune-{task}" if method == "hadskip" else f"tune-{task}-{method}"
+
+
+def _tuner(sweep: SweepSettings, task: str, num_layers: int, method: str = "hadskip"):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers),
+        tune.with_parameters(
+            run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers, method=method
+        ),
         {"CPU": 0.25},  # the trial only waits on its Train workers, which hold the real resources
     )
-    path = storage.join(sweep.root, f"tune-{task}")
+    path = storage.join(sweep.root, experiment_name(task, method))
     from ray.tune import Tuner
 
     if Tuner.can_restore(path):
-        log.info("%s: resuming the Tune experiment at %s", task, path)
+        log.info("%s %s: resuming the Tune experiment at %s", task, method, path)
         return Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     n = len(sweep.budgets)
     scheduler = (
@@ -493,9 +546,11 @@ def _tuner(sweep: SweepSettings, task: str, num_layers: int):
         if sweep.scheduler == "asha" and n > 1
         else FIFOScheduler()
     )
-    space = sweep.space()
+    space = sweep.space(method)
     # every searched setting fixed with --set: nothing for Optuna to search, the trials are plain repeats
-    searcher = OptunaSearch(study_name=sweep.study(task), seed=sweep_seed(sweep, task)) if space else None
+    searcher = (
+        OptunaSearch(study_name=sweep.study(task, method), seed=sweep_seed(sweep, task)) if space else None
+    )
     return tune.Tuner(
         trainable,
         param_space=_tune_space(space),
@@ -508,9 +563,9 @@ def _tuner(sweep: SweepSettings, task: str, num_layers: int):
             max_concurrent_trials=sweep.max_concurrent or _default_concurrency(sweep),
         ),
         run_config=tune.RunConfig(
-            name=f"tune-{task}",
+            name=experiment_name(task, method),
             storage_path=sweep.root,
-            callbacks=[PointBookkeeper(sweep, task, num_layers).callback],
+            callbacks=[PointBookkeeper(sweep, task, num_layers, method).callback],
             verbose=1,
         ),
     )
@@ -558,15 +613,21 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
     )
     connect(sweep, num_cpus)
     start = time.perf_counter()
-    for task in sweep.tasks:
-        prepare_stage1(sweep, task, num_layers)
-        results = _tuner(sweep, task, num_layers).fit()
+    pairs = sweep.pairs()
+    for task, method in [(t, m) for t in sweep.tasks for m in sweep.methods if (t, m) not in pairs]:
+        log.warning("%s: skipping method %s, which needs a classification task", task, method)
+    prepared = set()
+    for task, method in pairs:
+        if task not in prepared:  # stage I once per task: every method starts from it
+            prepare_stage1(sweep, task, num_layers)
+            prepared.add(task)
+        results = _tuner(sweep, task, num_layers, method).fit()
         if results.num_terminated + results.num_errors < len(results):
             # Tune returns normally on Ctrl-C with trials still unfinished: stop here, prune nothing
             raise KeyboardInterrupt
-        log.info("%s: %d trials, %d errored", task, len(results), results.num_errors)
+        log.info("%s %s: %d trials, %d errored", task, method, len(results), results.num_errors)
         if sweep.keep_checkpoints == "best":
-            prune_checkpoints(sweep, task)
+            prune_checkpoints(sweep, task, method)
     log.info("sweep %s finished in %.0f s", sweep.name, time.perf_counter() - start)
     return best_points(read_results(sweep.results), sweep.name, sweep.tolerance)
 
@@ -580,13 +641,14 @@ def format_best(table) -> str:
         if r.method == "full":  # the stage I reference: no trial, no stage III hyperparameters
             hyper = f"{'-':<10} {'-':>8} {'-':>3} {'-':>6}"
         else:
-            hyper = f"{str(r.trial_id):<10} {r.lr:>8.1e} {int(r.batch_size or 0):>3} {(r.beta or 0):>6.2f}"
+            beta = f"{r.beta:>6.2f}" if r.beta is not None and r.beta == r.beta else f"{'-':>6}"
+            hyper = f"{str(r.trial_id):<10} {r.lr:>8.1e} {int(r.batch_size or 0):>3} {beta}"
         lines.append(f"{r.task:<6} {r.method:<8} {r.budget:>6g} {metric:>15} {r.mean_layers:>6.2f} {hyper} "
                      f"{r.n_points:>6} {r.n_invalid:>7}")  # fmt: skip
     return "\n".join(lines)
 
 
-def prune_checkpoints(sweep: SweepSettings, task: str) -> None:
+def prune_checkpoints(sweep: SweepSettings, task: str, method: str = "hadskip") -> None:
     """Keep, per budget, only the checkpoint of the best valid point of this task's trials; drop every
     trial's stage II checkpoint. Disk then holds one model per task and budget. Errored trials keep theirs:
     a later --resume restarts them from there."""
@@ -594,7 +656,7 @@ def prune_checkpoints(sweep: SweepSettings, task: str) -> None:
         df = read_results(sweep.results)
     except HadSkipError:
         return
-    df = df[(df.sweep_id == sweep.name) & (df.task == task) & (df.method == "hadskip")]
+    df = df[(df.sweep_id == sweep.name) & (df.task == task) & (df.method == method)]
     keep = set(best_points(df, sweep.name, sweep.tolerance).checkpoint.dropna())
     errored = (df.status == "failed") & ~df.error.fillna("").str.startswith(DIVERGED)
     df = df[~df.trial_id.isin(df.trial_id[errored])]
@@ -602,4 +664,5 @@ def prune_checkpoints(sweep: SweepSettings, task: str) -> None:
         if ckpt not in keep:
             storage.delete(ckpt)
     for trial_id in df.trial_id.dropna().unique():
-        storage.delete(storage.join(sweep.root, "runs", trial_id, "checkpoints", "stage2"))
+        for name in ("stage2", "exits"):  # the models budgets were calibrated or trained from
+            storage.delete(storage.join(sweep.root, "runs", trial_id, "checkpoints", name))

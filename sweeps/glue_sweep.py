@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="'all' (every task the data has) or a comma list (default cola,mrpc)")
     p.add_argument("--budgets", default="4.5,3,1.5", help="expected executed layers, comma list")
     p.add_argument("--model", default="minilm-l6", help="HF hub id, local folder, or minilm-l6")
+    p.add_argument("--methods", default="hadskip", help="comma list: hadskip and/or the early-exit baselines "
+                   "static, entropy, pabee, berxit, leebert (each searched in its own study per task)")  # fmt: skip
     p.add_argument(
         "--data-dir", help=f"GLUE-layout folder; default {DEFAULT_GLUE} when present, else the hub"
     )
@@ -81,6 +83,7 @@ def settings_from_args(args: argparse.Namespace):
         raise HadSkipError(f"--trials-per-point {trials} must be at least 1")
     return SweepSettings(
         name=name, tasks=resolve_tasks(tasks or "cola,mrpc", data_dir), budgets=parse_budgets(args.budgets),
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         model=args.model, data_dir=data_dir, trials_per_task=trials, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=cpus or 1.0, gpus_per_worker=args.gpus_per_worker,
         max_concurrent=args.max_concurrent, storage=args.storage, results=args.results, address=args.address,

@@ -23,7 +23,8 @@ SCRIPT = REPO / "sweeps" / "glue_sweep.py"
 # a few steps per stage on 96 CoLA / MRPC rows: every Ray piece runs, training is a formality
 TINY = ["--set", "data.train_limit=96", "--set", "data.dev_limit=64", "--set", "stage1.max_steps=3",
         "--set", "stage2.max_steps=2", "--set", "stage3.max_steps=2", "--set", "stage3.calibration_rows=64",
-        "--set", "stage1.batch_size=16", "--set", "threads=1"]  # fmt: skip
+        "--set", "stage1.batch_size=16", "--set", "threads=1", "--set", "exits.max_steps=2",
+        "--set", "exits.calibration_rows=64"]  # fmt: skip
 
 
 def _load_cli():
@@ -153,6 +154,23 @@ def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
     assert "best point per task and budget" in out and "cola" in out and "mrpc" in out
     kept = [p for p in (tmp_path / "state" / "smoke" / "runs").glob("*/checkpoints/*") if p.is_dir()]
     assert 0 < len(kept) <= 4 and not [p for p in kept if p.name == "stage2"]
+
+
+def test_baselines_run_beside_hadskip_in_their_own_studies(
+    tmp_path, tiny_model_dir, glue_dir, ray_session, capsys
+):
+    argv = _argv(tiny_model_dir, glue_dir, tmp_path, "--tasks", "mrpc", "--methods", "hadskip,pabee",
+                 "--trials-per-point", "1", "--name", "both", "--scheduler", "fifo")  # fmt: skip
+    assert _load_cli().main(argv) == 0
+    out = capsys.readouterr().out
+    df = read_results(tmp_path / "results")
+    points = df[df.method != "full"]
+    assert sorted(points.method) == ["hadskip", "hadskip", "pabee", "pabee"] and (points.status == "ok").all()
+    assert set(points.study) == {"both-mrpc", "both-mrpc-pabee"}
+    pabee = points[points.method == "pabee"]
+    assert ((pabee.lr >= 5e-6) & (pabee.lr <= 5e-5)).all() and pabee.beta.isna().all()
+    assert len(df[df.method == "full"]) == 1  # one stage I for both methods
+    assert "pabee" in out
 
 
 def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_dir, glue_dir):
