@@ -16,20 +16,17 @@ deployed model applies. `first_exit` and `calibrate_exit` are pure functions of 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hadskip.errors import CheckpointError, ConfigError
-from hadskip.model import CHECKPOINT_FORMAT, META_FILE, GatedModel
+from hadskip.errors import ConfigError
+from hadskip.model import GatedModel
 
-EXITS_FILE = "exits.safetensors"
+EXITS_FILE = "exits.safetensors"  # internal classifiers, LTE module, LeeBERT loss weights
 RULES = ("static", "entropy", "patience", "lte")
 
 
@@ -250,62 +247,37 @@ class ExitModel(GatedModel):
             )
         return out
 
-    # -- save / load -------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path, tokenizer=None, metadata: dict | None = None) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with self.unwrapped() as hf:
-            hf.save_pretrained(path, safe_serialization=True)
+    # -- save / load (GatedModel.save_pretrained / from_pretrained with these pieces) ----------------------
+    ADDED_FILE = EXITS_FILE
+    KIND_NAME = "early-exit"
+
+    def _added_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
         tensors.update({f"lte.{k}": v for k, v in self.lte.state_dict().items()})
         tensors["loss_logits"] = self.loss_logits.detach()
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path / EXITS_FILE))
-        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
-        if tokenizer is not None:
-            tokenizer.save_pretrained(path)
-        meta = {
-            "format": CHECKPOINT_FORMAT,
+        return tensors
+
+    def _meta(self) -> dict:
+        return {
             "kind": "exit",
             "method": self.method,
             "rule": self.rule,
-            "num_layers": self.num_layers,
             "threshold": self.threshold if np.isfinite(self.threshold) else None,
             "static_layers": self.static_layers,
             "patience_delta": self.patience_delta,
-            **({"metadata": metadata} if metadata else {}),
         }
-        (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> ExitModel:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        path = Path(path)
-        for name in (META_FILE, EXITS_FILE, "config.json"):
-            if not (path / name).is_file():
-                raise CheckpointError(f"{path} is not an early-exit checkpoint: {name} is missing")
-        try:
-            meta = json.loads((path / META_FILE).read_text())
-            hf = AutoModelForSequenceClassification.from_pretrained(path)
-            model = cls(hf, meta["method"], meta["rule"])
-            tensors = load_file(str(path / EXITS_FILE))
-            model.heads.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("heads.")})
-            model.lte.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("lte.")})
-            model.loss_logits.data.copy_(tensors["loss_logits"])
-        except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
-            raise CheckpointError(
-                f"checkpoint {path} is corrupted or incomplete ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-            ) from None
+    def _from_meta(cls, hf: nn.Module, meta: dict, tensors: dict[str, torch.Tensor]) -> ExitModel:
+        model = cls(hf, meta["method"], meta["rule"])
+        model.heads.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("heads.")})
+        model.lte.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("lte.")})
+        model.loss_logits.data.copy_(tensors["loss_logits"])
         threshold = meta.get("threshold")
         model.threshold = float("inf") if threshold is None else float(threshold)
         model.static_layers = int(meta.get("static_layers", model.num_layers))
         model.patience_delta = float(meta.get("patience_delta", 0.05))
-        model.metadata = meta.get("metadata", {})
-        try:
-            model.tokenizer = AutoTokenizer.from_pretrained(path)
-        except Exception:  # noqa: BLE001 - the tokenizer is optional in a checkpoint
-            model.tokenizer = None
-        return model.to(device).eval()
+        return model
 
 
 @torch.no_grad()

@@ -351,22 +351,42 @@ class GatedModel(nn.Module):
         return GatedOutput(logits=logits, gates=gates, probs=probs, trace=trace)
 
     # -- save / load -----------------------------------------------------------------------------------
+    # A checkpoint is a plain HF checkpoint (safetensors) + this wrapper's own tensors (ADDED_FILE) +
+    # hadskip.json (+ the tokenizer). Subclasses say what their tensors and settings are.
+    ADDED_FILE = GATES_FILE
+    KIND_NAME = "HadSkip"
+
+    def _added_tensors(self) -> dict[str, torch.Tensor]:
+        return self.gate_state_dict()
+
+    def _meta(self) -> dict:
+        return {"gate_hidden_size": self.gate_hidden_size, "gate_pooling": self.gate_pooling,
+                "threshold": self.threshold}  # fmt: skip
+
+    @classmethod
+    def _from_meta(cls, hf: nn.Module, meta: dict, tensors: dict[str, torch.Tensor]) -> GatedModel:
+        model = cls(hf, int(meta["gate_hidden_size"]), gate_pooling=meta.get("gate_pooling", "first"))
+        model.load_gate_state_dict(tensors)
+        model.threshold = float(meta.get("threshold", 0.5))
+        return model
+
     def save_pretrained(self, path: str | Path, tokenizer=None, metadata: dict | None = None) -> None:
-        """A plain HF checkpoint (safetensors) + gates.safetensors + hadskip.json (+ tokenizer)."""
+        """A plain HF checkpoint (safetensors) + the added tensors + hadskip.json (+ tokenizer)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         with self.unwrapped() as hf:
             hf.save_pretrained(path, safe_serialization=True)
-        save_file(self.gate_state_dict(), str(path / GATES_FILE))
+        save_file(
+            {k: v.detach().contiguous() for k, v in self._added_tensors().items()},
+            str(path / self.ADDED_FILE),
+        )
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "num_layers": self.num_layers,
-            "gate_hidden_size": self.gate_hidden_size,
-            "gate_pooling": self.gate_pooling,
-            "threshold": self.threshold,
+            **self._meta(),
             **({"metadata": metadata} if metadata else {}),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -377,9 +397,9 @@ class GatedModel(nn.Module):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = Path(path)
-        for name in (META_FILE, GATES_FILE, "config.json"):
+        for name in (META_FILE, cls.ADDED_FILE, "config.json"):
             if not (path / name).is_file():
-                raise CheckpointError(f"{path} is not a HadSkip checkpoint: {name} is missing")
+                raise CheckpointError(f"{path} is not a {cls.KIND_NAME} checkpoint: {name} is missing")
         try:
             meta = json.loads((path / META_FILE).read_text())
             if meta.get("format", 0) > CHECKPOINT_FORMAT:
@@ -388,15 +408,13 @@ class GatedModel(nn.Module):
                     f"<= {CHECKPOINT_FORMAT}); upgrade hadskip"
                 )
             hf = AutoModelForSequenceClassification.from_pretrained(path)
-            model = cls(hf, int(meta["gate_hidden_size"]), gate_pooling=meta.get("gate_pooling", "first"))
-            model.load_gate_state_dict(load_file(str(path / GATES_FILE)))
+            model = cls._from_meta(hf, meta, load_file(str(path / cls.ADDED_FILE)))
         except CheckpointError:
             raise
         except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
             raise CheckpointError(
                 f"checkpoint {path} is corrupted or incomplete ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
             ) from None
-        model.threshold = float(meta.get("threshold", 0.5))
         model.metadata = meta.get("metadata", {})
         with contextlib.suppress(Exception):  # the tokenizer is optional in a checkpoint
             model.tokenizer = AutoTokenizer.from_pretrained(path)

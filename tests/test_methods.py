@@ -159,7 +159,9 @@ def test_measured_speed_of_an_exit_model():
     ids = [[2, *rng.integers(5, 900, size=n - 1).tolist()] for n in rng.integers(6, 20, size=16)]
     data = Encoded(ids, None, np.zeros(16, dtype=np.int64), pad_id=0)
     row = measure_speed(model, data, [8], repeats=1)[0]
-    assert row.ideal_speedup == pytest.approx(4.0) and row.speedup > 1.0
+    assert (
+        row.ideal_speedup == pytest.approx(4.0) and row.mean_layers == 1.0 and row.speedup > 0
+    )  # timing: bench/
 
 
 def test_sweep_methods_have_their_own_spaces_and_skip_what_they_cannot_serve(tmp_path):
