@@ -23,6 +23,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def sample(self, rows: int, seed: int) -> Encoded:
+        """A seeded random slice of at most `rows` rows, in their original order (calibration slices)."""
+        rng = np.random.default_rng(seed)
+        return self.subset(np.sort(rng.permutation(len(self))[: min(rows, len(self))]))
+
     def subset(self, idx: np.ndarray) -> Encoded:
         return Encoded(
             [self.input_ids[i] for i in idx],

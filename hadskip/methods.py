@@ -145,7 +145,13 @@ def new_exit_model(path, settings, method: Method, device: torch.device) -> Exit
 def train_exit_method(ctx) -> None:
     """Train one early-exit method from the stage I model and publish a row per remaining budget.
     `ctx` is the run's `hadskip.pipeline.RunContext`."""
-    from hadskip.pipeline import evaluate, measure_point_speed, save_checkpoint, seed_everything
+    from hadskip.pipeline import (
+        checkpoint_rel,
+        evaluate,
+        measure_point_speed,
+        save_checkpoint,
+        seed_everything,
+    )
     from hadskip.train import Stage, fit
 
     settings, data, runtime, state = ctx.settings, ctx.data, ctx.runtime, ctx.state
@@ -158,7 +164,7 @@ def train_exit_method(ctx) -> None:
     def finish(model: ExitModel, k: float, threshold: float | None, seconds: float) -> None:
         ev = evaluate(model, data, runtime, settings.eval_batch_size)
         speed = measure_point_speed(model, ctx)
-        rel = f"checkpoints/budget-{k:g}"
+        rel = checkpoint_rel(k)
         uri = None
         if ctx.save_checkpoints and runtime.is_main:
             uri = save_checkpoint(
@@ -198,12 +204,9 @@ def train_exit_method(ctx) -> None:
             state.resume_from = EXITS_CKPT
             ctx.save_state()
 
-    import numpy as np
-
-    rng = np.random.default_rng(settings.seed)
-    n = len(data.train)
-    cal = data.train.subset(np.sort(rng.permutation(n)[: min(e.calibration_rows, n)]))
-    scores = exit_scores(model, cal, runtime, settings.eval_batch_size)
+    scores = exit_scores(
+        model, data.train.sample(e.calibration_rows, settings.seed), runtime, settings.eval_batch_size
+    )
     for k in remaining:
         model.threshold, cal_layers = calibrate_exit(scores, k)
         log.info("%s budget %g: threshold %.4g gives %.2f layers on training rows", method.name, k,

@@ -331,8 +331,7 @@ def calibrate_threshold(
     that crosses the budget and keep the side closer to it (the lower one on a tie). Returns
     (threshold, mean layers on the slice).
     """
-    rng = np.random.default_rng(seed)
-    sub = data.subset(np.sort(rng.permutation(len(data))[: min(rows, len(data))]))
+    sub = data.sample(rows, seed)
 
     def mean_layers(t: float) -> float:
         return float(predict(model, sub, runtime, batch_size, threshold=t).executed.sum(1).mean())
