@@ -8,6 +8,7 @@ this works while a sweep is still writing. The functions return DataFrames for n
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 from pathlib import Path
@@ -21,6 +22,17 @@ from hadskip.results import ResultsError, best_points, read_results, read_table
 log = logging.getLogger(__name__)
 
 HYPERPARAMETERS = ["lr", "batch_size", "beta", "alpha_pred", "alpha_hidden", "alpha_attn", "alpha_emb"]
+# searched by the early-exit baselines' studies and found only in a row's settings JSON
+SETTINGS_HYPERPARAMETERS = ["exits.head_lr", "exits.weight_lr", "exits.cycle"]
+CATEGORICAL = {"batch_size", "exits.cycle"}
+
+
+def _setting(settings: object, key: str) -> float:
+    """A numeric setting from a row's settings JSON (NaN when the row has none)."""
+    node = json.loads(settings) if isinstance(settings, str) and settings else {}
+    for part in key.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return float(node) if isinstance(node, int | float) else math.nan
 
 
 # -- summary ---------------------------------------------------------------------------------------------
@@ -124,22 +136,25 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
     points["score"] = points.metric.where(
         (points.status == "ok") & (points.mean_layers <= points.budget + tolerance), -1.0
     )
+    for key in SETTINGS_HYPERPARAMETERS:
+        points[key] = [_setting(js, key) for js in points.settings]
+    names = HYPERPARAMETERS + SETTINGS_HYPERPARAMETERS
     out: dict[str, dict] = {}
     for study_name, rows in points.groupby("study"):
-        trials = rows.groupby("trial_id").agg({"score": "mean", **{h: "first" for h in HYPERPARAMETERS}})
-        varied = [h for h in HYPERPARAMETERS if trials[h].nunique() > 1]
+        trials = rows.groupby("trial_id").agg({"score": "mean", **{h: "first" for h in names}})
+        varied = [h for h in names if trials[h].nunique() > 1]
         if len(trials) < min_trials or not varied:
             continue
         dists = {}
         for h in varied:
             values = trials[h].astype(float)
-            if h == "batch_size":
+            if h in CATEGORICAL:
                 dists[h] = CategoricalDistribution(sorted({int(v) for v in values}))
             else:
                 dists[h] = FloatDistribution(float(values.min()), float(values.max()), log=values.min() > 0)
         study = optuna.create_study(direction="maximize")
         for _, t in trials.iterrows():
-            params = {h: (int(t[h]) if h == "batch_size" else float(t[h])) for h in varied}
+            params = {h: (int(t[h]) if h in CATEGORICAL else float(t[h])) for h in varied}
             study.add_trial(
                 optuna.trial.create_trial(params=params, distributions=dists, value=float(t.score))
             )

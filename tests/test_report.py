@@ -127,3 +127,19 @@ def test_pareto_front_keeps_only_undominated_points():
 
     pts = pd.DataFrame({"mean_layers": [1, 2, 2.5, 3, 4], "metric": [0.1, 0.3, 0.2, 0.5, 0.4]})
     assert pareto_front(pts).metric.tolist() == [0.1, 0.3, 0.5]
+
+
+def test_importances_cover_a_baselines_own_hyperparameters(tmp_path):
+    from hadskip.config import build_settings
+    from hadskip.results import importances, read_results
+
+    root = tmp_path / "results"
+    for i, (head_lr, metric) in enumerate([(1e-4, 0.1), (3e-4, 0.2), (1e-3, 0.3), (3e-3, 0.4)]):
+        settings = build_settings({}, ["method=pabee", f"exits.head_lr={head_lr}"]).model_dump_json()
+        row = _row("cola", f"p{i}", 3, metric, 3.0, method="pabee", lr=2e-5, beta=None)
+        write_point(
+            str(root), row.model_copy(update={"study": "s1-cola-pabee", "settings": settings}), f"p{i}"
+        )
+    found = importances(read_results(root))
+    assert set(found) == {"s1-cola-pabee"} and found["s1-cola-pabee"]["trials"] == 4
+    assert set(found["s1-cola-pabee"]["importance"]) == {"exits.head_lr"}  # the only setting that varied
