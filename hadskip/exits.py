@@ -179,7 +179,7 @@ class ExitModel(GatedModel):
         if rule not in RULES:
             raise ConfigError(f"exit rule {rule!r} is not one of {', '.join(RULES)}")
         self.method, self.rule = method, rule
-        hidden = self.config.hidden_size if hasattr(self.config, "hidden_size") else self.config.dim
+        hidden = self.hidden_size
         labels = self.config.num_labels
         param = next(hf_model.parameters())
         self.heads = nn.ModuleList(
@@ -197,9 +197,6 @@ class ExitModel(GatedModel):
 
     def loss_weight_parameters(self) -> list[nn.Parameter]:
         return [self.loss_logits]
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        return list(self.model.parameters())
 
     def make_rule(self) -> ExitRule:
         if self.rule == "entropy":

@@ -231,7 +231,7 @@ class GatedModel(nn.Module):
         self.tokenizer = None  # set by `load`, for `predict`
         self.metadata: dict = {}
         layers = layer_list(hf_model, self.arch)
-        hidden_size = (
+        self.hidden_size = hidden_size = (
             hf_model.config.hidden_size if hasattr(hf_model.config, "hidden_size") else hf_model.config.dim
         )
         attn_name = attention_module_name(hf_model, self.arch)
