@@ -20,9 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from hadskip.config import METHOD_NAMES, build_settings
-from hadskip.pipeline import Runtime, pick_device, train_run
+from hadskip.cli.commands import quiet_transformers
+from hadskip.config import build_settings
+from hadskip.core.runtime import Runtime, pick_device
+from hadskip.registry import METHOD_NAMES
 from hadskip.results import read_results
+from hadskip.run.train import train_run
+from hadskip.tables import Column, text_table
 
 log = logging.getLogger("bench.methods")
 
@@ -32,9 +36,14 @@ def run(args) -> pd.DataFrame:
     frames = []
     for task in args.tasks.split(","):
         for method in args.methods.split(","):
-            overrides = [f"data.task={task}", f"data.data_dir={json.dumps(args.data_dir)}",
-                         f"model.name_or_path={json.dumps(args.model)}", f"budgets={json.dumps(budgets)}",
-                         f"method={method}", *args.overrides]  # fmt: skip
+            overrides = [
+                f"data.task={task}",
+                f"data.data_dir={json.dumps(args.data_dir)}",
+                f"model.name_or_path={json.dumps(args.model)}",
+                f"budgets={json.dumps(budgets)}",
+                f"method={method}",
+                *args.overrides,
+            ]
             settings = build_settings({}, overrides)
             out = Path(args.out) / task / method
             start = time.perf_counter()
@@ -53,9 +62,9 @@ def run(args) -> pd.DataFrame:
 
 
 def format_table(df: pd.DataFrame, tolerance: float) -> str:
-    lines = [f"{'task':<6} {'method':<8} {'budget':>6} {'metric':>8} {'layers':>6} {'ok':>3} {'vs best':>8} "
-             f"{'train s':>8}"]  # fmt: skip
-    lines.append("-" * len(lines[0]))
+    """Per task and budget every method's dev metric and mean layers; `vs best` = HadSkip minus the best valid
+    baseline at that budget."""
+    records = []
     for (task, budget), g in df.sort_values(["task", "budget"], ascending=[True, False]).groupby(
         ["task", "budget"], sort=False
     ):
@@ -64,10 +73,21 @@ def format_table(df: pd.DataFrame, tolerance: float) -> str:
         best = baselines.metric.max() if len(baselines) else float("nan")
         for r in g.itertuples():
             ok = r.method == "full" or r.mean_layers <= r.budget + tolerance
-            lead = f"{r.metric - best:>+8.4f}" if r.method == "hadskip" and best == best else f"{'':>8}"
-            lines.append(f"{task:<6} {r.method:<8} {budget:>6g} {r.metric:>8.4f} {r.mean_layers:>6.2f} "
-                         f"{'yes' if ok else 'NO':>3} {lead} {r.train_seconds or 0:>8.0f}")  # fmt: skip
-    return "\n".join(lines)
+            lead = r.metric - best if r.method == "hadskip" and best == best else None
+            records.append(
+                {
+                    "task": task,
+                    "method": r.method,
+                    "budget": f"{budget:g}",
+                    "metric": f"{r.metric:.4f}",
+                    "layers": f"{r.mean_layers:.2f}",
+                    "ok": "yes" if ok else "NO",
+                    "vs best": "" if lead is None else f"{lead:+.4f}",
+                    "train s": f"{r.train_seconds or 0:.0f}",
+                }
+            )
+    left = {"task", "method"}
+    return text_table(records, [Column(k, align="<" if k in left else ">") for k in records[0]])
 
 
 def main() -> None:
@@ -87,10 +107,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="settings for every run")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    quiet_transformers()
     start = time.perf_counter()
     df = run(args)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hadskip.data import encode
-from hadskip.model import GatedModel, load
-from hadskip.speed import format_speed, measure_speed
-from hadskip.tasks import get_task, load_split
+from hadskip.checkpoint import load
+from hadskip.core.model import GatedModel
+from hadskip.core.speed import format_speed, measure_speed
+from hadskip.data.encoding import batch_indices, collate, encode
+from hadskip.data.tasks import get_task, load_split
+from hadskip.run.backbone import resolve_model_source
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
@@ -53,23 +55,33 @@ def main() -> None:
 
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from hadskip.pipeline import resolve_model_source
-
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("minilm-l6"))  # BERT uncased vocab
     data = encode(split, tokenizer, 128).subset(np.arange(args.rows))
     torch.manual_seed(0)
-    base = BertForSequenceClassification(BertConfig(num_hidden_layers=12, hidden_size=768, intermediate_size=3072,
-                                                    num_attention_heads=12, vocab_size=tokenizer.vocab_size))  # fmt: skip
+    base = BertForSequenceClassification(
+        BertConfig(
+            num_hidden_layers=12,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            vocab_size=tokenizer.vocab_size,
+        )
+    )
     model = GatedModel(base.eval())
     pattern = routes(len(data), 12, (3, 6, 9))
-    print(f"(a) BERT-base size, random weights, {len(data)} MRPC dev sequences (mean {data.lengths.mean():.0f} "
-          f"tokens), fixed routes of 3/6/9 of 12 layers, {args.device}, {args.threads} threads")  # fmt: skip
-    print(format_speed(measure_speed(model, data, batch_sizes, device=args.device, repeats=args.repeats,
-                                     patterns=pattern)))  # fmt: skip
+    print(
+        f"(a) BERT-base size, random weights, {len(data)} MRPC dev sequences (mean {data.lengths.mean():.0f} "
+        f"tokens), fixed routes of 3/6/9 of 12 layers, {args.device}, {args.threads} threads"
+    )
+    print(
+        format_speed(
+            measure_speed(
+                model, data, batch_sizes, device=args.device, repeats=args.repeats, patterns=pattern
+            )
+        )
+    )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
-
-        from hadskip.data import batch_indices, collate
 
         idx = batch_indices(data.lengths, 32, shuffle=False)[0]
         batch = collate(data, idx, args.device)
@@ -82,8 +94,10 @@ def main() -> None:
     if args.checkpoint:
         gated = load(args.checkpoint)
         data_b = encode(split, gated.tokenizer, 128).subset(np.arange(min(args.rows_b, len(split))))
-        print(f"\n(b) {args.checkpoint}: {gated.num_layers} layers, threshold {gated.threshold:.3f}, "
-              f"{len(data_b)} MRPC dev sequences, its own gates, {args.device}, {args.threads} threads")  # fmt: skip
+        print(
+            f"\n(b) {args.checkpoint}: {gated.num_layers} layers, threshold {gated.threshold:.3f}, "
+            f"{len(data_b)} MRPC dev sequences, its own gates, {args.device}, {args.threads} threads"
+        )
         print(
             format_speed(measure_speed(gated, data_b, batch_sizes, device=args.device, repeats=args.repeats))
         )

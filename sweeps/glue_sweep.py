@@ -5,124 +5,16 @@
     python sweeps/glue_sweep.py --smoke-test                                # a real sweep in minutes
     python sweeps/glue_sweep.py ... --name NAME --resume                    # continue an interrupted sweep
 
-Without --address it starts a local Ray on this machine; --address auto joins a cluster (`ray up
-cluster/config.yaml`). Results: a Parquet dataset under --results (task=<t>/budget=<b>/<trial>.parquet),
-readable while the sweep runs; the best point per task and budget is printed at the end.
+The options are those of `hadskip.cli.sweep` (`--help`); the GLUE files default to ../shared/data/glue
+beside this checkout when present, else the hub.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
-from hadskip.cli import parse_budgets
-from hadskip.errors import HadSkipError
+from hadskip.cli.sweep import main
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_GLUE = REPO.parent / "shared" / "data" / "glue"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="glue_sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--tasks", help="'all' (every task the data has) or a comma list (default cola,mrpc)")
-    p.add_argument("--budgets", default="4.5,3,1.5", help="expected executed layers, comma list")
-    p.add_argument("--model", default="minilm-l6", help="HF hub id, local folder, or minilm-l6")
-    p.add_argument("--methods", default="hadskip", help="comma list: hadskip and/or the early-exit baselines "
-                   "static, entropy, pabee, berxit, leebert (each searched in its own study per task)")  # fmt: skip
-    p.add_argument(
-        "--data-dir", help=f"GLUE-layout folder; default {DEFAULT_GLUE} when present, else the hub"
-    )
-    p.add_argument("--trials-per-point", type=int, default=8, help="Optuna trials per task (each trial "
-                   "walks the homotopic path once and serves every budget)")  # fmt: skip
-    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP) per trial")
-    p.add_argument("--cpus-per-worker", type=float, help="CPUs per Train worker (default 1)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
-    p.add_argument("--storage", default="sweep-state", help="Tune state, trial runs and stage I cache: a path "
-                   "or a URI every node reaches (s3://bucket/hadskip)")  # fmt: skip
-    p.add_argument("--results", default="results", help="Parquet results dataset: a path or a URI")
-    p.add_argument("--address", help="Ray cluster to join ('auto' on a `ray up` head node); default local")
-    p.add_argument("--name", default="glue-sweep", help="sweep name (its state folder, studies and sweep_id)")
-    p.add_argument("--resume", action="store_true", help="continue the sweep --name after an interruption")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
-    p.add_argument("--tolerance", type=float, default=0.25, help="a point is valid when mean layers <= "
-                   "budget + tolerance")  # fmt: skip
-    p.add_argument("--keep-checkpoints", choices=("best", "all"), default="best")
-    p.add_argument("--speed-batch-size", type=int, default=32, help="measure each point's inference speed-up "
-                   "at this batch size (0: off)")  # fmt: skip
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a hadskip setting for every trial (fixing a searched one removes it from the search)")  # fmt: skip
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--smoke-test", action="store_true", help="a real but tiny sweep: 2 tasks, 2 trials each, "
-                   "256 training rows, a few steps per stage")  # fmt: skip
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--fault", help=argparse.SUPPRESS)  # test hook, e.g. nan@1
-    return p
-
-
-def settings_from_args(args: argparse.Namespace):
-    from hadskip.results import new_run_id
-    from hadskip.sweep import SMOKE_OVERRIDES, SMOKE_TASKS, SweepSettings, resolve_tasks
-
-    data_dir = args.data_dir or (str(DEFAULT_GLUE) if DEFAULT_GLUE.is_dir() else None)
-    overrides = list(args.overrides)
-    trials, name = args.trials_per_point, args.name
-    tasks, cpus = args.tasks, args.cpus_per_worker
-    if args.smoke_test:
-        overrides = SMOKE_OVERRIDES + overrides
-        trials = min(trials, 2)
-        tasks = tasks or SMOKE_TASKS
-        cpus = cpus or 0.75  # with the trial's 0.25: two trials at once on 2 cores
-        name = name if name != "glue-sweep" else f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
-    if trials < 1:
-        raise HadSkipError(f"--trials-per-point {trials} must be at least 1")
-    return SweepSettings(
-        name=name, tasks=resolve_tasks(tasks or "cola,mrpc", data_dir), budgets=parse_budgets(args.budgets),
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-        model=args.model, data_dir=data_dir, trials_per_task=trials, workers_per_trial=args.workers_per_trial,
-        cpus_per_worker=cpus or 1.0, gpus_per_worker=args.gpus_per_worker,
-        max_concurrent=args.max_concurrent, storage=args.storage, results=args.results, address=args.address,
-        resume=args.resume, tolerance=args.tolerance, scheduler=args.scheduler, overrides=overrides,
-        keep_checkpoints=args.keep_checkpoints, fault=args.fault, speed_batch_size=args.speed_batch_size or None,
-    )  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pydantic import ValidationError
-
-    from hadskip.sweep import format_best, run_sweep
-
-    try:
-        sweep = settings_from_args(args)
-        best = run_sweep(sweep, num_cpus=args.num_cpus)
-    except HadSkipError as err:
-        if args.debug:
-            raise
-        print(f"glue_sweep: error: {err}", file=sys.stderr)
-        return 2
-    except ValidationError as err:
-        first = err.errors()[0]
-        print(
-            f"glue_sweep: error: --{first['loc'][0]} {first.get('input')!r}: {first['msg']}", file=sys.stderr
-        )
-        return 2
-    except KeyboardInterrupt:
-        print(f"glue_sweep: interrupted; continue with --name {args.name} --resume", file=sys.stderr)
-        return 130
-    print(f"\nbest point per task and budget (sweep {sweep.name}; valid: mean layers <= budget + "
-          f"{sweep.tolerance:g}):")  # fmt: skip
-    print(format_best(best))
-    print(f"results: {sweep.results}  (hadskip results summary {sweep.results})")
-    return 0
-
+DEFAULT_GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(default_data_dir=DEFAULT_GLUE))

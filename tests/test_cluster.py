@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hadskip.cluster import validate_cluster_config
 from hadskip.errors import ConfigError
+from hadskip.sweep.cluster import validate_cluster_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "cluster" / "config.yaml"
 

@@ -51,5 +51,13 @@ def test_budgets_are_checked_against_depth_without_clamping():
 def test_every_key_is_reachable():
     keys = known_keys()
     assert "stage3.alpha_attn" in keys and "data.task" in keys and "budgets" in keys
-    for key in ("stage2.enabled=false", "model.gate_hidden_size=8", "data.max_length=64"):
+    for key in ("stage2.enabled=false", "gates.hidden_size=8", "data.max_length=64"):
         build_settings(overrides=[key])
+
+
+def test_renamed_settings_migrate_from_files_and_name_their_new_key_on_the_command_line():
+    old = {"model": {"gate_pooling": "first", "gate_hidden_size": 8}, "stage3": {"sample_gates": False}}
+    settings = build_settings(old)
+    assert settings.gates.pooling == "first" and settings.gates.hidden_size == 8 and not settings.gates.sample
+    with pytest.raises(ConfigError, match=r"'stage3.gate_tau' was renamed to 'gates.tau'"):
+        build_settings(overrides=["stage3.gate_tau=2"])

@@ -24,9 +24,12 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from conftest import tiny_model
 
     from hadskip.config import Stage1Settings
-    from hadskip.data import Encoded
-    from hadskip.model import GatedModel
-    from hadskip.train import Runtime, Stage, fit, predict
+    from hadskip.core.inference import predict
+    from hadskip.core.loop import fit
+    from hadskip.core.model import GatedModel
+    from hadskip.core.runtime import Runtime
+    from hadskip.core.stages import stage1
+    from hadskip.data.encoding import Encoded
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -38,8 +41,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         rng = np.random.default_rng(0)
         ids = [[2, *rng.integers(5, 1000, size=int(rng.integers(3, 10))).tolist()] for _ in range(64)]
         data = Encoded(ids, None, np.array([i % 2 for i in range(64)]), pad_id=0)
-        fit(model, Stage("stage1", Stage1Settings(batch_size=8, max_steps=3, lr=1e-3), trains="backbone"), data,
-            rt, seed=0)  # fmt: skip
+        fit(model, stage1(Stage1Settings(batch_size=8, max_steps=3, lr=1e-3)), data, rt, seed=0)
         out = predict(model, data, rt, batch_size=16, open_gates=True)
         flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
         torch.save({"params": flat, "logits": out.logits, "n": len(out.logits)}, f"{out_dir}/rank{rank}.pt")

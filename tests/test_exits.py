@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import tiny_batch, tiny_model
 
-from hadskip import losses
-from hadskip.exits import EntropyRule, ExitModel, PatienceRule, calibrate_exit, first_exit
-from hadskip.model import load
+from hadskip.baselines import berxit, leebert, pabee
+from hadskip.baselines.exit_model import ExitModel
+from hadskip.baselines.rules import EntropyRule, PatienceRule, calibrate_exit, first_exit
+from hadskip.checkpoint import load
 
 
 def test_first_exit_takes_the_first_layer_whose_score_reaches_the_threshold():
@@ -155,26 +156,26 @@ def test_saved_exit_model_loads_back_with_its_rule_and_threshold(tmp_path):
 
 
 def test_pabee_loss_weighs_deeper_exits_more():
-    assert losses.pabee_loss(torch.tensor([1.0, 0.0, 0.0])).item() == pytest.approx(1 / 6)
-    assert losses.pabee_loss(torch.tensor([0.0, 0.0, 1.0])).item() == pytest.approx(3 / 6)
+    assert pabee.pabee_loss(torch.tensor([1.0, 0.0, 0.0])).item() == pytest.approx(1 / 6)
+    assert pabee.pabee_loss(torch.tensor([0.0, 0.0, 1.0])).item() == pytest.approx(3 / 6)
 
 
 def test_lte_targets_are_correctness_and_closeness():
     labels = torch.tensor([0, 1])
-    t = losses.lte_targets([torch.tensor([[2.0, 0.0], [2.0, 0.0]])], labels)
+    t = berxit.lte_targets([torch.tensor([[2.0, 0.0], [2.0, 0.0]])], labels)
     assert t.tolist() == [[1.0, 0.0]]
-    reg = losses.lte_targets([torch.tensor([[1.0], [3.0]])], torch.tensor([1.0, 1.0]))
+    reg = berxit.lte_targets([torch.tensor([[1.0], [3.0]])], torch.tensor([1.0, 1.0]))
     assert reg[0, 0].item() == pytest.approx(1.0) and reg[0, 1].item() == pytest.approx(1 - math.tanh(2.0))
 
 
 def test_leebert_terms():
     same = [torch.tensor([[1.0, -1.0], [0.5, 0.2]])] * 3
-    assert torch.allclose(losses.mutual_kd_rows(same, 2.0), torch.zeros(3, 3, 2), atol=1e-6)
-    w = losses.leebert_weights(torch.zeros(3, 3))
+    assert torch.allclose(leebert.mutual_kd_rows(same, 2.0), torch.zeros(3, 3, 2), atol=1e-6)
+    w = leebert.leebert_weights(torch.zeros(3, 3))
     assert torch.allclose(w, torch.ones(3, 3))  # uniform weights start at 1
     diff = [torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([[0.0, 0.0]])]
-    kd = losses.mutual_kd_rows(diff)
+    kd = leebert.mutual_kd_rows(diff)
     assert kd[0, 1, 0] > 0 and kd[0, 0, 0] == 0
     ce = torch.tensor([[1.0], [2.0], [3.0]])
-    rows = losses.leebert_rows(ce, kd, w)
+    rows = leebert.leebert_rows(ce, kd, w)
     assert rows.item() == pytest.approx(6.0 + kd.sum().item() / 6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hadskip.gates import RUN, SkipGate, reinmax, sample_one_hot, straight_through
+from hadskip.core.gates import RUN, SkipGate, reinmax, sample_one_hot, straight_through
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5, 2.0])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hadskip import losses
+from hadskip.core import losses
 
 
 def _states(seed=0, b=3, t=5, d=8, layers=2):

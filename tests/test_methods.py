@@ -11,32 +11,64 @@ import pytest
 import torch
 from conftest import tiny_batch, tiny_model
 
-import hadskip.pipeline as pipeline
+from hadskip.baselines.exit_model import ExitModel
+from hadskip.baselines.static import static_layers
+from hadskip.baselines.training import exit_stage
+from hadskip.checkpoint import load
 from hadskip.cli import main
 from hadskip.config import build_settings
 from hadskip.errors import ConfigError
-from hadskip.exits import ExitModel
-from hadskip.methods import METHODS, exit_loss, static_layers
-from hadskip.model import load
+from hadskip.registry import EXIT_METHODS, METHODS
 from hadskip.results import SCHEMA, read_results
-from hadskip.sweep import METHOD_SPACES, SweepSettings, trial_settings
-from hadskip.train import Stage
+from hadskip.sweep.settings import SweepSettings, trial_settings
 
-FAST = ["--set", "data.train_limit=96", "--set", "data.dev_limit=64", "--set", "stage1.max_steps=4",
-        "--set", "stage1.batch_size=16", "--set", "exits.max_steps=6", "--set", "exits.batch_size=16",
-        "--set", "exits.calibration_rows=64", "--set", "data.max_length=48"]  # fmt: skip
+FAST = [
+    "--set",
+    "data.train_limit=96",
+    "--set",
+    "data.dev_limit=64",
+    "--set",
+    "stage1.max_steps=4",
+    "--set",
+    "stage1.batch_size=16",
+    "--set",
+    "exits.max_steps=6",
+    "--set",
+    "exits.batch_size=16",
+    "--set",
+    "exits.calibration_rows=64",
+    "--set",
+    "data.max_length=48",
+]
 
 
 def _train(method, model_dir, glue_dir, tmp_path, *extra):
     out = tmp_path / method
-    argv = ["-q", "train", "--task", "mrpc", "--method", method, "--model", model_dir, "--budgets", "3,1.5",
-            "--output", str(out), "--data-dir", str(glue_dir), "--cache-dir", str(tmp_path / "cache"), *FAST,
-            *extra]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--task",
+        "mrpc",
+        "--method",
+        method,
+        "--model",
+        model_dir,
+        "--budgets",
+        "3,1.5",
+        "--output",
+        str(out),
+        "--data-dir",
+        str(glue_dir),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *FAST,
+        *extra,
+    ]
     assert main(argv) == 0
     return out
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", EXIT_METHODS)
 def test_each_method_trains_and_writes_rows_of_the_schema(method, tmp_path, tiny_model_dir, glue_dir):
     out = _train(method, tiny_model_dir, glue_dir, tmp_path)
     assert pq.read_table(out / "results.parquet").schema.equals(SCHEMA, check_metadata=False)
@@ -61,29 +93,38 @@ def test_each_method_trains_and_writes_rows_of_the_schema(method, tmp_path, tiny
 
 
 def test_a_method_that_serves_every_budget_trains_once_and_resumes_without_retraining(
-    tmp_path, tiny_model_dir, glue_dir, monkeypatch
+    tmp_path, tiny_model_dir, glue_dir, count_fits
 ):
-    fits = []
-    real = pipeline.fit
-    monkeypatch.setattr(
-        pipeline, "fit", lambda m, stage, *a, **kw: fits.append(stage.name) or real(m, stage, *a, **kw)
-    )
-    import hadskip.train as train_mod
-
-    real_exit_fit = train_mod.fit
-    monkeypatch.setattr(
-        train_mod,
-        "fit",
-        lambda m, stage, *a, **kw: fits.append(stage.name) or real_exit_fit(m, stage, *a, **kw),
-    )
     out = _train("pabee", tiny_model_dir, glue_dir, tmp_path)
-    assert fits == ["stage1", "exit"]  # one model, calibrated per budget
+    assert [kind for kind, _ in count_fits] == ["stage1", "exit"]  # one model, calibrated per budget
     first = read_results(out / "results.parquet")
-    fits.clear()
-    assert main(["-q", "train", "--task", "mrpc", "--method", "pabee", "--model", tiny_model_dir, "--budgets", "3,1.5",
-                 "--output", str(out), "--data-dir", str(glue_dir), "--cache-dir", str(tmp_path / "cache"), *FAST,
-                 "--resume"]) == 0  # fmt: skip
-    assert fits == [] and len(read_results(out / "results.parquet")) == len(first)
+    count_fits.clear()
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--task",
+                "mrpc",
+                "--method",
+                "pabee",
+                "--model",
+                tiny_model_dir,
+                "--budgets",
+                "3,1.5",
+                "--output",
+                str(out),
+                "--data-dir",
+                str(glue_dir),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                *FAST,
+                "--resume",
+            ]
+        )
+        == 0
+    )
+    assert count_fits == [] and len(read_results(out / "results.parquet")) == len(first)
 
 
 def _batch(labels):
@@ -94,9 +135,9 @@ def _batch(labels):
 @pytest.mark.parametrize("method", ["entropy", "pabee", "berxit", "leebert"])
 def test_exit_losses_reach_what_each_method_trains(method):
     model = ExitModel(tiny_model("bert"), method, METHODS[method].rule).train()
-    stage = Stage("exit", build_settings({}, []).exits, trains="all", method=method)
+    stage = exit_stage(METHODS[method], build_settings({}, []).exits)
     # step 3 is LeeBERT's cross-level step with cycle 4, and an even-numbered (joint) step for BERxiT
-    terms = exit_loss(stage, model, _batch([0, 1, 1, 0, 1, 0]), step=3)
+    terms = stage.loss(model, _batch([0, 1, 1, 0, 1, 0]), 3)
     terms["total"].backward()
     assert torch.isfinite(terms["total"])
     assert all(p.grad is not None for p in model.heads.parameters())
@@ -106,13 +147,13 @@ def test_exit_losses_reach_what_each_method_trains(method):
 
 def test_berxit_alternates_between_the_last_exit_and_every_exit():
     model = ExitModel(tiny_model("bert"), "berxit", "lte").train()
-    stage = Stage("exit", build_settings({}, []).exits, trains="all", method="berxit")
+    stage = exit_stage(METHODS["berxit"], build_settings({}, []).exits)
     torch.manual_seed(0)
-    exit_loss(stage, model, _batch([0, 1, 1, 0]), step=0)["total"].backward()  # odd iteration: last exit only
+    stage.loss(model, _batch([0, 1, 1, 0]), 0)["total"].backward()  # odd iteration: last exit only
     assert all(p.grad is None for p in model.heads.parameters())
     assert model.lte.weight.grad is not None  # J of the last layer
     model.zero_grad()
-    exit_loss(stage, model, _batch([0, 1, 1, 0]), step=1)["total"].backward()
+    stage.loss(model, _batch([0, 1, 1, 0]), 1)["total"].backward()
     assert all(p.grad is not None for p in model.heads.parameters())
 
 
@@ -137,21 +178,50 @@ def test_static_never_exceeds_its_budget():
 
 
 def test_method_errors_are_one_line(tmp_path, tiny_model_dir, glue_dir, capsys):
-    argv = ["train", "--task", "mrpc", "--model", tiny_model_dir, "--output", str(tmp_path / "x"),
-            "--data-dir", str(glue_dir), "--budgets", "2"]  # fmt: skip
+    argv = [
+        "train",
+        "--task",
+        "mrpc",
+        "--model",
+        tiny_model_dir,
+        "--output",
+        str(tmp_path / "x"),
+        "--data-dir",
+        str(glue_dir),
+        "--budgets",
+        "2",
+    ]
     assert main([*argv, "--method", "deebert"]) == 2
     err = capsys.readouterr().err
     assert "method='deebert'" in err and "'pabee'" in err and len(err.strip().splitlines()) == 1
-    assert main(["train", "--task", "stsb", "--method", "entropy", "--model", tiny_model_dir,
-                 "--output", str(tmp_path / "y"), "--data-dir", str(glue_dir), "--budgets", "2"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "stsb",
+                "--method",
+                "entropy",
+                "--model",
+                tiny_model_dir,
+                "--output",
+                str(tmp_path / "y"),
+                "--data-dir",
+                str(glue_dir),
+                "--budgets",
+                "2",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "needs a classification task" in err and "berxit" in err
     assert not (tmp_path / "y").exists()  # refused before anything was written
 
 
 def test_measured_speed_of_an_exit_model():
-    from hadskip.data import Encoded
-    from hadskip.speed import measure_speed
+    from hadskip.core.speed import measure_speed
+    from hadskip.data.encoding import Encoded
 
     model = ExitModel(tiny_model("bert"), "entropy", "entropy").eval()
     model.threshold = -math.inf  # every sequence exits after layer 1: an ideal speed-up of 4
@@ -165,14 +235,24 @@ def test_measured_speed_of_an_exit_model():
 
 
 def test_sweep_methods_have_their_own_spaces_and_skip_what_they_cannot_serve(tmp_path):
-    sweep = SweepSettings(tasks=["mrpc", "stsb"], budgets=[3.0], methods=["hadskip", "entropy", "berxit"],
-                          storage=str(tmp_path), results=str(tmp_path / "r"))  # fmt: skip
-    assert sweep.pairs() == [("mrpc", "hadskip"), ("mrpc", "entropy"), ("mrpc", "berxit"),
-                             ("stsb", "hadskip"), ("stsb", "berxit")]  # fmt: skip
+    sweep = SweepSettings(
+        tasks=["mrpc", "stsb"],
+        budgets=[3.0],
+        methods=["hadskip", "entropy", "berxit"],
+        storage=str(tmp_path),
+        results=str(tmp_path / "r"),
+    )
+    assert sweep.pairs() == [
+        ("mrpc", "hadskip"),
+        ("mrpc", "entropy"),
+        ("mrpc", "berxit"),
+        ("stsb", "hadskip"),
+        ("stsb", "berxit"),
+    ]
     assert (
         sweep.study("mrpc", "berxit") == "glue-sweep-mrpc-berxit" and sweep.study("mrpc") == "glue-sweep-mrpc"
     )
-    assert "exits.weight_lr" in METHOD_SPACES["leebert"] and "stage3.beta" not in METHOD_SPACES["pabee"]
+    assert "exits.weight_lr" in METHODS["leebert"].space and "stage3.beta" not in METHODS["pabee"].space
     settings = trial_settings(sweep, "mrpc", {"exits.lr": 3e-5, "stage3.beta": 9.0}, "pabee")
     assert settings.method == "pabee" and settings.exits.lr == 3e-5 and settings.stage3.beta != 9.0
     with pytest.raises(ValueError, match="method 'deebert' is unknown"):

@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from hadskip.metrics import accuracy, f1, layer_stats, majority_score, mcc, pearson, spearman, task_metrics
+from hadskip.data.metrics import (
+    accuracy,
+    f1,
+    layer_stats,
+    majority_score,
+    mcc,
+    pearson,
+    spearman,
+    task_metrics,
+)
 
 PREDS = np.array([1, 1, 0, 1, 0, 0, 1, 0])
 LABELS = np.array([1, 0, 0, 1, 1, 0, 1, 0])

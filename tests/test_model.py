@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import tiny_batch, tiny_model
 
+from hadskip.checkpoint import load
+from hadskip.core.model import GatedModel
 from hadskip.errors import CheckpointError, ConfigError
-from hadskip.model import GatedModel, load
 
 ARCHS = ["bert", "roberta", "electra", "mpnet", "distilbert"]
 
@@ -122,13 +123,19 @@ def test_unknown_model_type_is_a_clear_error():
         GatedModel(hf)
 
 
-def test_save_load_round_trip_and_predict_on_raw_text(tmp_path, minilm_path):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+def test_save_load_round_trip_and_predict_on_raw_text(tmp_path):
+    from conftest import build_tokenizer
+    from transformers import BertConfig, BertForSequenceClassification
 
-    tok = AutoTokenizer.from_pretrained(minilm_path)
+    tok = build_tokenizer(tmp_path / "tokenizer")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                     intermediate_size=64)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
     model = GatedModel(BertForSequenceClassification(cfg), gate_hidden_size=16).eval()
     for layer in model.gated_layers:
         torch.nn.init.normal_(layer.gate.fc2.weight, std=3.0)

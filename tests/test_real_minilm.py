@@ -5,18 +5,27 @@ from __future__ import annotations
 import pytest
 
 from hadskip.config import build_settings
-from hadskip.pipeline import train_run
 from hadskip.results import read_results
+from hadskip.run.train import train_run
 
 
 @pytest.mark.slow
 def test_short_real_run_on_minilm_and_cola(tmp_path, minilm_path, glue_dir):
     settings = build_settings(
         {"data": {"task": "cola", "data_dir": str(glue_dir), "train_limit": 64, "dev_limit": 64}},
-        [f'model.name_or_path="{minilm_path}"', "budgets=[4.5, 1.5]", "stage1.max_steps=3",
-         "stage2.max_steps=2", "stage3.max_steps=1", "stage1.batch_size=16", "stage2.batch_size=16",
-         "stage3.batch_size=16", "stage3.calibration_rows=64", "threads=2"],
-    )  # fmt: skip
+        [
+            f'model.name_or_path="{minilm_path}"',
+            "budgets=[4.5, 1.5]",
+            "stage1.max_steps=3",
+            "stage2.max_steps=2",
+            "stage3.max_steps=1",
+            "stage1.batch_size=16",
+            "stage2.batch_size=16",
+            "stage3.batch_size=16",
+            "stage3.calibration_rows=64",
+            "threads=2",
+        ],
+    )
     rows = train_run(settings, str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
     assert [(r.method, r.budget) for r in rows] == [("full", 6.0), ("hadskip", 4.5), ("hadskip", 1.5)]
     df = read_results(tmp_path / "run" / "results.parquet")

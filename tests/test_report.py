@@ -17,11 +17,31 @@ def _row(task, trial, budget, metric, layers, *, method="hadskip", status="ok", 
     usage = [min(1.0, layers / LAYERS)] * LAYERS
     hist = [0] * (LAYERS + 1)
     hist[min(LAYERS, round(layers))] = 100
-    return ResultRow(run_id=trial, trial_id=trial, sweep_id="s1", study=f"s1-{task}", task=task, method=method,
-                     model="tiny", num_layers=LAYERS, budget=budget, metric_name="mcc" if task == "cola" else "f1",
-                     metric=metric if status == "ok" else None, mean_layers=layers, layer_usage=usage,
-                     layers_hist=hist, status=status, lr=lr, batch_size=16, beta=beta, alpha_pred=1.0,
-                     alpha_hidden=1.0, alpha_attn=1.0, alpha_emb=1.0, seed=42)  # fmt: skip
+    return ResultRow(
+        run_id=trial,
+        trial_id=trial,
+        sweep_id="s1",
+        study=f"s1-{task}",
+        task=task,
+        method=method,
+        model="tiny",
+        num_layers=LAYERS,
+        budget=budget,
+        metric_name="mcc" if task == "cola" else "f1",
+        metric=metric if status == "ok" else None,
+        mean_layers=layers,
+        layer_usage=usage,
+        layers_hist=hist,
+        status=status,
+        lr=lr,
+        batch_size=16,
+        beta=beta,
+        alpha_pred=1.0,
+        alpha_hidden=1.0,
+        alpha_attn=1.0,
+        alpha_emb=1.0,
+        seed=42,
+    )
 
 
 @pytest.fixture
@@ -123,7 +143,7 @@ def test_report_writes_markdown_and_valid_pngs(results, tmp_path):
 def test_pareto_front_keeps_only_undominated_points():
     import pandas as pd
 
-    from hadskip.report import pareto_front
+    from hadskip.results.report import pareto_front
 
     pts = pd.DataFrame({"mean_layers": [1, 2, 2.5, 3, 4], "metric": [0.1, 0.3, 0.2, 0.5, 0.4]})
     assert pareto_front(pts).metric.tolist() == [0.1, 0.3, 0.5]

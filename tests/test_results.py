@@ -6,6 +6,7 @@ import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pydantic
 import pytest
 from conftest import REPO
 
@@ -23,8 +24,19 @@ from hadskip.results import (
 
 
 def _row(**kw):
-    base = dict(run_id="r1", task="cola", method="hadskip", model="m", num_layers=6, budget=3.0,
-                metric_name="mcc", metric=0.3, mean_layers=2.9, layer_usage=[0.5] * 6, layers_hist=[0] * 7)  # fmt: skip
+    base = dict(
+        run_id="r1",
+        task="cola",
+        method="hadskip",
+        model="m",
+        num_layers=6,
+        budget=3.0,
+        metric_name="mcc",
+        metric=0.3,
+        mean_layers=2.9,
+        layer_usage=[0.5] * 6,
+        layers_hist=[0] * 7,
+    )
     base.update(kw)
     return ResultRow(**base)
 
@@ -69,7 +81,7 @@ def test_missing_and_empty_paths_are_clear(tmp_path):
 
 
 def test_rows_are_validated():
-    with pytest.raises(Exception, match="unexpected_column|Extra inputs"):
+    with pytest.raises(pydantic.ValidationError, match="unexpected_column|Extra inputs"):
         ResultRow(**{**_row().model_dump(), "unexpected_column": 1})
 
 

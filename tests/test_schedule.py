@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hadskip.schedule import budget_path, lr_factor, steps_for
+from hadskip.core.schedule import budget_path, lr_factor, steps_for
 
 
 def test_homotopic_path_walks_down_from_L_through_every_budget_once():

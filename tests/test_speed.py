@@ -10,9 +10,9 @@ import torch
 from conftest import tiny_batch, tiny_model
 
 from hadskip.cli import main
-from hadskip.data import Encoded
-from hadskip.model import GatedModel
-from hadskip.speed import measure_speed
+from hadskip.core.model import GatedModel
+from hadskip.core.speed import measure_speed
+from hadskip.data.encoding import Encoded
 
 
 def _rows_per_layer(model: GatedModel) -> tuple[list[int], list]:
@@ -84,12 +84,32 @@ def test_bench_speed_cli_json(tmp_path, tiny_model_dir, glue_dir, capsys):
 
     model = GatedModel(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir))
     model.save_pretrained(tmp_path / "ckpt", tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
-    argv = ["bench-speed", str(tmp_path / "ckpt"), "--task", "mrpc", "--data-dir", str(glue_dir), "--batch-sizes",
-            "1,4", "--max-rows", "16", "--repeats", "1", "--json"]  # fmt: skip
+    argv = [
+        "bench-speed",
+        str(tmp_path / "ckpt"),
+        "--task",
+        "mrpc",
+        "--data-dir",
+        str(glue_dir),
+        "--batch-sizes",
+        "1,4",
+        "--max-rows",
+        "16",
+        "--repeats",
+        "1",
+        "--json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    keys = {"batch_size", "full_seq_per_s", "gated_seq_per_s", "speedup", "ideal_speedup", "efficiency",
-            "gate_overhead_frac"}  # fmt: skip
+    keys = {
+        "batch_size",
+        "full_seq_per_s",
+        "gated_seq_per_s",
+        "speedup",
+        "ideal_speedup",
+        "efficiency",
+        "gate_overhead_frac",
+    }
     assert [r["batch_size"] for r in out["rows"]] == [1, 4] and keys <= set(out["rows"][0])
     for r in out["rows"]:
         assert r["ideal_speedup"] == pytest.approx(4 / r["mean_layers"]) and 0 <= r["gate_overhead_frac"] < 1
@@ -99,11 +119,19 @@ def test_bench_speed_cli_json(tmp_path, tiny_model_dir, glue_dir, capsys):
 
 def test_speed_columns_land_in_the_results_when_asked(tmp_path, tiny_model_dir, glue_dir):
     from hadskip.config import build_settings
-    from hadskip.pipeline import train_run
     from hadskip.results import read_results
+    from hadskip.run.train import train_run
 
-    fast = ["data.train_limit=64", "data.dev_limit=32", "stage1.max_steps=2", "stage2.max_steps=1",
-            "stage3.max_steps=1", "stage3.calibration_rows=32", "budgets=[2]", "speed_batch_size=8"]  # fmt: skip
+    fast = [
+        "data.train_limit=64",
+        "data.dev_limit=32",
+        "stage1.max_steps=2",
+        "stage2.max_steps=1",
+        "stage3.max_steps=1",
+        "stage3.calibration_rows=32",
+        "budgets=[2]",
+        "speed_batch_size=8",
+    ]
     settings = build_settings(
         {"model": {"name_or_path": tiny_model_dir}, "data": {"task": "mrpc", "data_dir": str(glue_dir)}}, fast
     )

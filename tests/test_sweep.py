@@ -14,17 +14,36 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from hadskip.registry import METHODS
 from hadskip.results import SCHEMA, ResultRow, best_points, read_results, write_point
-from hadskip.sweep import OVER_BUDGET_SCORE, SPACE, SweepSettings, objective, resolve_tasks
+from hadskip.sweep.settings import OVER_BUDGET_SCORE, SweepSettings, objective, resolve_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "sweeps" / "glue_sweep.py"
 
 # a few steps per stage on 96 CoLA / MRPC rows: every Ray piece runs, training is a formality
-TINY = ["--set", "data.train_limit=96", "--set", "data.dev_limit=64", "--set", "stage1.max_steps=3",
-        "--set", "stage2.max_steps=2", "--set", "stage3.max_steps=2", "--set", "stage3.calibration_rows=64",
-        "--set", "stage1.batch_size=16", "--set", "threads=1", "--set", "exits.max_steps=2",
-        "--set", "exits.calibration_rows=64"]  # fmt: skip
+TINY = [
+    "--set",
+    "data.train_limit=96",
+    "--set",
+    "data.dev_limit=64",
+    "--set",
+    "stage1.max_steps=3",
+    "--set",
+    "stage2.max_steps=2",
+    "--set",
+    "stage3.max_steps=2",
+    "--set",
+    "stage3.calibration_rows=64",
+    "--set",
+    "stage1.batch_size=16",
+    "--set",
+    "threads=1",
+    "--set",
+    "exits.max_steps=2",
+    "--set",
+    "exits.calibration_rows=64",
+]
 
 
 def _load_cli():
@@ -35,9 +54,24 @@ def _load_cli():
 
 
 def _argv(model_dir, glue_dir, tmp_path, *extra):
-    return ["--model", model_dir, "--data-dir", str(glue_dir), "--storage", str(tmp_path / "state"),
-            "--results", str(tmp_path / "results"), "--num-cpus", "2", "--cpus-per-worker", "0.5", "--budgets", "3,1.5", *TINY,
-            *extra]  # fmt: skip
+    return [
+        "--model",
+        model_dir,
+        "--data-dir",
+        str(glue_dir),
+        "--storage",
+        str(tmp_path / "state"),
+        "--results",
+        str(tmp_path / "results"),
+        "--num-cpus",
+        "2",
+        "--cpus-per-worker",
+        "0.5",
+        "--budgets",
+        "3,1.5",
+        *TINY,
+        *extra,
+    ]
 
 
 # -- no Ray ----------------------------------------------------------------------------------------------
@@ -60,18 +94,40 @@ def test_tasks_all_means_what_the_data_has(glue_dir):
 
 def test_fixed_settings_leave_the_search_space():
     sweep = SweepSettings(tasks=["cola"], budgets=[3], overrides=["stage3.beta=10", "data.train_limit=5"])
-    assert "stage3.beta" not in sweep.space() and set(sweep.space()) == set(SPACE) - {"stage3.beta"}
+    assert "stage3.beta" not in sweep.space() and set(sweep.space()) == set(METHODS["hadskip"].space) - {
+        "stage3.beta"
+    }
 
 
 def _row(trial, budget, metric, layers, status="ok", method="hadskip"):
-    return ResultRow(run_id=trial, trial_id=trial, sweep_id="s", task="cola", method=method, model="m",
-                     num_layers=6, budget=budget, metric_name="mcc", metric=metric, mean_layers=layers,
-                     status=status, lr=1e-5, batch_size=16, beta=1.0)  # fmt: skip
+    return ResultRow(
+        run_id=trial,
+        trial_id=trial,
+        sweep_id="s",
+        task="cola",
+        method=method,
+        model="m",
+        num_layers=6,
+        budget=budget,
+        metric_name="mcc",
+        metric=metric,
+        mean_layers=layers,
+        status=status,
+        lr=1e-5,
+        batch_size=16,
+        beta=1.0,
+    )
 
 
 def test_best_points_skip_over_budget_and_failed_points(tmp_path):
-    rows = [_row("a", 3, 0.30, 3.0), _row("b", 3, 0.90, 3.6), _row("c", 3, 0.95, 2.0, status="failed"),
-            _row("d", 3, 0.35, 3.2), _row("a", 1.5, 0.10, 1.5), _row("f", 6, 0.5, 6.0, method="full")]  # fmt: skip
+    rows = [
+        _row("a", 3, 0.30, 3.0),
+        _row("b", 3, 0.90, 3.6),
+        _row("c", 3, 0.95, 2.0, status="failed"),
+        _row("d", 3, 0.35, 3.2),
+        _row("a", 1.5, 0.10, 1.5),
+        _row("f", 6, 0.5, 6.0, method="full"),
+    ]
     for r in rows:
         write_point(str(tmp_path), r, f"{r.trial_id}-{r.method}")
     best = best_points(read_results(tmp_path), "s", tolerance=0.25)
@@ -122,8 +178,21 @@ def ray_session():
 def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
     tmp_path, tiny_model_dir, glue_dir, ray_session, capsys
 ):
-    argv = _argv(tiny_model_dir, glue_dir, tmp_path, "--tasks", "cola,mrpc", "--budgets", "3,1.5",
-                 "--trials-per-point", "2", "--name", "smoke", "--fault", "nan@2")  # fmt: skip
+    argv = _argv(
+        tiny_model_dir,
+        glue_dir,
+        tmp_path,
+        "--tasks",
+        "cola,mrpc",
+        "--budgets",
+        "3,1.5",
+        "--trials-per-point",
+        "2",
+        "--name",
+        "smoke",
+        "--test-fault",
+        "nan@2",
+    )
     assert _load_cli().main(argv) == 0
     out = capsys.readouterr().out
 
@@ -159,8 +228,21 @@ def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
 def test_baselines_run_beside_hadskip_in_their_own_studies(
     tmp_path, tiny_model_dir, glue_dir, ray_session, capsys
 ):
-    argv = _argv(tiny_model_dir, glue_dir, tmp_path, "--tasks", "mrpc", "--methods", "hadskip,pabee",
-                 "--trials-per-point", "1", "--name", "both", "--scheduler", "fifo")  # fmt: skip
+    argv = _argv(
+        tiny_model_dir,
+        glue_dir,
+        tmp_path,
+        "--tasks",
+        "mrpc",
+        "--methods",
+        "hadskip,pabee",
+        "--trials-per-point",
+        "1",
+        "--name",
+        "both",
+        "--scheduler",
+        "fifo",
+    )
     assert _load_cli().main(argv) == 0
     out = capsys.readouterr().out
     df = read_results(tmp_path / "results")
@@ -174,12 +256,31 @@ def test_baselines_run_beside_hadskip_in_their_own_studies(
 
 
 def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_dir, glue_dir):
-    argv = [sys.executable, str(SCRIPT), *_argv(tiny_model_dir, glue_dir, tmp_path, "--tasks", "cola",
-            "--budgets", "3,1.5", "--trials-per-point", "3", "--name", "kill", "--scheduler", "fifo",
-            "--max-concurrent", "1")]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(SCRIPT),
+        *_argv(
+            tiny_model_dir,
+            glue_dir,
+            tmp_path,
+            "--tasks",
+            "cola",
+            "--budgets",
+            "3,1.5",
+            "--trials-per-point",
+            "3",
+            "--name",
+            "kill",
+            "--scheduler",
+            "fifo",
+            "--max-concurrent",
+            "1",
+        ),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     results = tmp_path / "results" / "task=cola"
     deadline = time.time() + 300
     try:

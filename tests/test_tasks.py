@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hadskip.data.tasks import available_tasks, canonical_task, load_split
 from hadskip.errors import ConfigError, DataError
-from hadskip.tasks import available_tasks, canonical_task, load_split
 
 
 @pytest.mark.parametrize(
@@ -21,13 +21,14 @@ from hadskip.tasks import available_tasks, canonical_task, load_split
         ("qnli", "dev", 5463, [2702, 2761]),
     ],
 )
-def test_real_glue_files(glue_dir, task, split, rows, counts):
-    s = load_split(task, split, glue_dir)
+def test_real_glue_files(real_glue_dir, task, split, rows, counts):
+    s = load_split(task, split, real_glue_dir)
     assert len(s) == rows and np.bincount(s.labels).tolist() == counts
     assert all(isinstance(t, str) and t for t in s.text_a[:50])
 
 
-def test_real_file_details(glue_dir):
+def test_real_file_details(real_glue_dir):
+    glue_dir = real_glue_dir
     cola = load_split("cola", "train", glue_dir)  # no header: the first sentence is data
     assert cola.text_a[0].startswith("Our friends won't buy this analysis") and cola.text_b is None
     mrpc = load_split("mrpc", "dev", glue_dir)  # BOM stripped, pairs kept, stray quotes kept
@@ -37,12 +38,23 @@ def test_real_file_details(glue_dir):
     assert qnli.labels[0] == 0 and qnli.labels[1] == 1
 
 
+def test_synthetic_glue_files_read_like_the_real_ones(tmp_path):
+    from conftest import write_synthetic_glue
+
+    root = write_synthetic_glue(tmp_path, rows=40)
+    assert available_tasks(root) == ["cola", "sst2", "mrpc"]
+    for task in ("cola", "sst2", "mrpc"):
+        s = load_split(task, "train", root)
+        assert len(s) == 40 and set(s.labels.tolist()) == {0, 1}
+    assert load_split("mrpc", "dev", root).text_b is not None and len(load_split("qnli", "dev", root)) == 20
+
+
 def test_available_tasks_are_those_with_train_and_dev(glue_dir):
     assert available_tasks(glue_dir) == ["cola", "sst2", "mrpc"]
 
 
 def test_task_folder_may_be_given_directly(glue_dir):
-    assert len(load_split("mrpc", "dev", glue_dir / "MRPC")) == 408
+    assert len(load_split("mrpc", "dev", glue_dir / "MRPC")) == len(load_split("mrpc", "dev", glue_dir))
 
 
 def test_task_names_and_aliases():

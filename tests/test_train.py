@@ -7,10 +7,13 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from hadskip.config import Stage1Settings, Stage2Settings, Stage3Settings
-from hadskip.data import Encoded
-from hadskip.model import GatedModel
-from hadskip.train import Runtime, Stage, TrainingDiverged, calibrate_threshold, fit, predict, stage_loss
+from hadskip.config import GateSettings, Stage1Settings, Stage2Settings, Stage3Settings
+from hadskip.core import stages
+from hadskip.core.inference import calibrate_threshold, predict
+from hadskip.core.loop import fit
+from hadskip.core.model import GatedModel
+from hadskip.core.runtime import Runtime, TrainingDiverged
+from hadskip.data.encoding import Encoded
 
 
 def _data(n=48, seed=0) -> Encoded:
@@ -35,7 +38,7 @@ def test_stage2_changes_only_gate_parameters():
     before = _snapshot(model)
     fit(
         model,
-        Stage("stage2", Stage2Settings(batch_size=8, max_steps=3), trains="gates"),
+        stages.stage2(Stage2Settings(batch_size=8, max_steps=3), GateSettings()),
         _data(),
         Runtime(),
         seed=0,
@@ -48,8 +51,7 @@ def test_stage2_changes_only_gate_parameters():
 def test_stage1_changes_only_the_backbone():
     model = GatedModel(tiny_model("bert"))
     before = _snapshot(model)
-    fit(model, Stage("stage1", Stage1Settings(batch_size=8, max_steps=3, lr=1e-3), trains="backbone"), _data(),
-        Runtime(), seed=0)  # fmt: skip
+    fit(model, stages.stage1(Stage1Settings(batch_size=8, max_steps=3, lr=1e-3)), _data(), Runtime(), seed=0)
     moved = _moved(before, model)
     assert not any(moved[n] for n, (_, is_gate) in before.items() if is_gate)
     assert moved["bert.encoder.layer.0.base_layer.attention.self.query.weight"]
@@ -61,17 +63,15 @@ def test_stage3_moves_everything_and_reports_every_term():
     teacher = GatedModel(tiny_model("bert")).eval()
     teacher.set_attn_implementation("eager")
     before = _snapshot(model)
-    s3 = Stage3Settings(batch_size=8, max_steps=4, lr=1e-3)
+    stage3 = stages.stage3(Stage3Settings(batch_size=8, max_steps=4, lr=1e-3), GateSettings(), teacher, 2.0)
     seen = []
     rt = Runtime(on_step=lambda *a: seen.append(a), log_every=2)
-    stats = fit(
-        model, Stage("stage3", s3, trains="all", budget=2.0), _data(), rt, seed=0, teacher=teacher, s3=s3
-    )
+    stats = fit(model, stage3, _data(), rt, seed=0)
     assert all(_moved(before, model).values())
     assert {"task", "kd_pred", "kd_hidden", "kd_attn", "kd_emb", "budget", "total", "layers"} <= set(
         stats.losses
     )
-    assert [s[1] for s in seen] == [2, 4] and seen[0][0] == "stage3"
+    assert [s[1] for s in seen] == [2, 4] and seen[0][0] == "stage III k=2"
 
 
 def test_switching_terms_off_removes_them():
@@ -79,8 +79,8 @@ def test_switching_terms_off_removes_them():
     teacher = GatedModel(tiny_model("bert")).eval()
     ids = torch.randint(5, 1000, (4, 6))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 0, 1])}
-    s3 = Stage3Settings(alpha_pred=0, alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0)
-    terms = stage_loss(Stage("stage3", s3, "all", budget=2), model, batch, teacher=teacher, s3=s3)
+    settings = Stage3Settings(alpha_pred=0, alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0)
+    terms = stages.stage3(settings, GateSettings(), teacher, 2.0).loss(model, batch, 0)
     assert set(terms) == {"task", "budget", "total", "layers"}
     torch.testing.assert_close(terms["total"], terms["task"])
 
@@ -89,9 +89,8 @@ def test_nan_loss_stops_with_a_clear_error():
     model = GatedModel(tiny_model("bert"))
     with torch.no_grad():
         model.model.classifier.weight.fill_(float("nan"))
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 1/2"):
-        fit(model, Stage("stage1", Stage1Settings(batch_size=8, max_steps=2), trains="backbone"), _data(),
-            Runtime(), seed=0)  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"stage I \(fine-tune\): loss became nan at step 1/2"):
+        fit(model, stages.stage1(Stage1Settings(batch_size=8, max_steps=2)), _data(), Runtime(), seed=0)
 
 
 def test_calibrated_threshold_meets_the_budget_on_training_rows():

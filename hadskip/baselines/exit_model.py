@@ -1,4 +1,5 @@
-"""Early exit: internal classifiers on the layer outputs, exit rules, and their calibration to a budget.
+"""The early-exit model: internal classifiers on the layer outputs, and a controller that stops each sequence
+at its exit.
 
 The early-exit baselines (static truncation, entropy exit, PABEE, BERxiT, LeeBERT) share one model,
 `ExitModel`: the HF model's layers sit behind the same `GatedLayer` wrappers as HadSkip's (no skip gates),
@@ -7,11 +8,7 @@ inference an `ExitController` decides, before each layer, which sequences go on:
 runs no further layer (the routing that makes HadSkip's skipped layers free makes exited layers free too),
 and its prediction is the logits of the head it exited at.
 
-Every exit rule is "exit at the first layer whose score reaches the threshold": the score is the negative
-entropy (DeeBERT), the number of consecutive agreeing predictions (PABEE, LeeBERT), or the learned
-certainty of the LTE module (BERxiT). The same `ExitRule` computes scores online (in the controller) and
-offline (all layers at once, for calibration), so the threshold calibrated on training rows is the one the
-deployed model applies. `first_exit` and `calibrate_exit` are pure functions of a score matrix.
+Exit rules and the calibration of their thresholds live in `hadskip.baselines.rules`.
 """
 
 from __future__ import annotations
@@ -20,14 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from hadskip.baselines.rules import RULES, EntropyRule, ExitRule, LteRule, PatienceRule
+from hadskip.core.losses import exit_task_losses
+from hadskip.core.model import GatedModel
+from hadskip.core.runtime import Runtime
+from hadskip.data.encoding import Encoded, batch_indices, iterate
 from hadskip.errors import ConfigError
-from hadskip.model import GatedModel
 
 EXITS_FILE = "exits.safetensors"  # internal classifiers, LTE module, LeeBERT loss weights
-RULES = ("static", "entropy", "patience", "lte")
 
 
 class ExitHead(nn.Module):
@@ -41,99 +40,6 @@ class ExitHead(nn.Module):
 
     def forward(self, cls: torch.Tensor) -> torch.Tensor:
         return self.out(self.dropout(torch.tanh(self.dense(cls))))
-
-
-# -- exit rules ----------------------------------------------------------------------------------------
-
-
-class ExitRule:
-    """Scores layer by layer: `step(logits, cls)` -> (B,) score of exiting at this layer (higher: surer)."""
-
-    name = "rule"
-
-    def reset(self, batch: int, device: torch.device) -> None:  # noqa: B027 - stateless rules need nothing
-        pass
-
-    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class EntropyRule(ExitRule):
-    """DeeBERT / BranchyNet: exit when the prediction's entropy is low; score = -entropy."""
-
-    name = "entropy"
-
-    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        logp = F.log_softmax(logits.float(), dim=-1)
-        return (logp.exp() * logp).sum(-1)  # = -entropy
-
-
-class PatienceRule(ExitRule):
-    """PABEE: score = how many consecutive internal classifiers agreed so far (classification: same argmax;
-    regression: change below `delta`). Patience p means: exit when the score reaches p."""
-
-    name = "patience"
-
-    def __init__(self, delta: float = 0.05):
-        self.delta = delta
-        self.prev: torch.Tensor | None = None
-        self.count: torch.Tensor | None = None
-
-    def reset(self, batch: int, device: torch.device) -> None:
-        self.prev, self.count = None, torch.zeros(batch, device=device)
-
-    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        pred = logits.float()[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
-        if self.prev is not None:
-            same = (pred - self.prev).abs() < self.delta if logits.shape[-1] == 1 else pred == self.prev
-            self.count = torch.where(same, self.count + 1, torch.zeros_like(self.count))
-        self.prev = pred
-        return self.count.clone()
-
-
-class LteRule(ExitRule):
-    """BERxiT's learning-to-exit: score = the LTE module's certainty u_i = sigmoid(c^T h_i + b)."""
-
-    name = "lte"
-
-    def __init__(self, lte: nn.Module):
-        self.lte = lte
-
-    def step(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.lte(cls.to(self.lte.weight.dtype))).squeeze(-1).float()
-
-
-def first_exit(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Executed layers per row (1..L): the first layer whose score reaches `threshold`; the last layer
-    always ends it. `scores` is (N, L - 1): the internal exits' scores, layer 1 first."""
-    n, internal = scores.shape
-    hit = scores >= threshold
-    return np.where(hit.any(1), hit.argmax(1) + 1, internal + 1)
-
-
-def calibrate_exit(scores: np.ndarray, budget: float) -> tuple[float, float]:
-    """The threshold whose exits execute closest to `budget` layers on average over `scores` (training
-    rows, never dev); on a tie the one within the budget. Mean layers only grow with the threshold, and
-    only change at the observed scores, so bisect over those. Returns (threshold, mean layers)."""
-    candidates = np.unique(scores[np.isfinite(scores)])
-    candidates = np.append(candidates, np.inf)  # inf: nobody exits early, every layer runs
-
-    def mean_at(i: int) -> float:
-        return float(first_exit(scores, candidates[i]).mean())
-
-    lo, hi = 0, len(candidates) - 1  # mean_at rises with the index
-    if mean_at(lo) >= budget:
-        return float(candidates[lo]), mean_at(lo)
-    if mean_at(hi) <= budget:
-        return float(candidates[hi]), mean_at(hi)
-    while hi - lo > 1:  # invariant: mean_at(lo) < budget < mean_at(hi)
-        mid = (lo + hi) // 2
-        m = mean_at(mid)
-        if m == budget:
-            return float(candidates[mid]), m
-        lo, hi = (mid, hi) if m < budget else (lo, mid)
-    m_lo, m_hi = mean_at(lo), mean_at(hi)
-    return (float(candidates[lo]), m_lo) if budget - m_lo <= m_hi - budget else (float(candidates[hi]), m_hi)
 
 
 # -- the model -----------------------------------------------------------------------------------------
@@ -191,8 +97,8 @@ class ExitModel(GatedModel):
         self.static_layers = self.num_layers
         self.patience_delta = 0.05
 
-    # parameters the methods train beside the backbone: heads and LTE (own lr), LeeBERT's loss weights
-    def gate_parameters(self) -> list[nn.Parameter]:
+    # what the methods train beside the backbone, at their own lr: internal classifiers and the LTE module
+    def added_parameters(self) -> list[nn.Parameter]:
         return [*self.heads.parameters(), *self.lte.parameters()]
 
     def loss_weight_parameters(self) -> list[nn.Parameter]:
@@ -213,6 +119,11 @@ class ExitModel(GatedModel):
         cls = [h[:, 0] for h in out.trace.hidden]
         logits = [head(c) for head, c in zip(self.heads, cls, strict=False)] + [out.logits]
         return ExitOutputs(logits=logits, cls=cls)
+
+    def exit_losses(self, batch: dict[str, torch.Tensor]) -> tuple[ExitOutputs, torch.Tensor]:
+        """A training batch through every exit: the outputs, and the (M,) task loss of each exit."""
+        out = self.exit_outputs(**{k: v for k, v in batch.items() if k != "labels"})
+        return out, exit_task_losses(out.logits, batch["labels"])
 
     def static_pattern(self, batch: int, device: torch.device, layers: int | None = None) -> torch.Tensor:
         k = self.static_layers if layers is None else layers
@@ -278,10 +189,8 @@ class ExitModel(GatedModel):
 
 
 @torch.no_grad()
-def exit_scores(model: ExitModel, data, runtime, batch_size: int = 64) -> np.ndarray:
+def exit_scores(model: ExitModel, data: Encoded, runtime: Runtime, batch_size: int = 64) -> np.ndarray:
     """(N, L - 1) scores of the internal exits on every row of `data` (every layer run, deterministic)."""
-    from hadskip.data import batch_indices, iterate
-
     model.eval()
     model.set_attn_implementation("sdpa")
     rows, scores = [], []

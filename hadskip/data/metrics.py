@@ -11,7 +11,7 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
-from hadskip.tasks import Task, get_task
+from hadskip.data.tasks import Task, get_task
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:

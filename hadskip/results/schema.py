@@ -1,14 +1,12 @@
-"""The results schema (one row per evaluated point), its Parquet writer and reader.
+"""The results schema: one row per evaluated point, its Arrow types, and the one function that builds a row.
 
-Both `hadskip train` (one `results.parquet`) and the sweep (a folder of per-point files, partitioned by task
-and budget) write this schema. Files are written whole (temp file + rename) so a reader never sees half a
-file, and a reader may query while a sweep is still writing.
+Both `hadskip train` (one `results.parquet`) and the sweep (a folder of per-point files) write this schema
+(`hadskip.results.io`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import platform
 import subprocess
@@ -16,20 +14,20 @@ import uuid
 from functools import cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from hadskip import storage
+from hadskip.config import RunSettings
+from hadskip.data.tasks import get_task
 from hadskip.errors import HadSkipError
+from hadskip.registry import FULL, ResultMethod
 
 SCHEMA_VERSION = 2  # v2: speedup, ideal_speedup, speed_batch_size
-_VERSION_KEY = b"hadskip_schema_version"
+VERSION_KEY = b"hadskip_schema_version"
 
-STATUSES = ("ok", "failed", "stopped")
-METHODS = ("full", "hadskip", "static", "entropy", "pabee", "berxit", "leebert")
+Status = Literal["ok", "failed", "stopped"]
 
 # name, arrow type, meaning
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
@@ -79,7 +77,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
 
 SCHEMA = pa.schema(
     [pa.field(name, typ, nullable=True, metadata={"doc": doc}) for name, typ, doc in COLUMNS],
-    metadata={_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+    metadata={VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
 
 
@@ -96,7 +94,7 @@ class ResultRow(BaseModel):
     run_id: str
     created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     task: str
-    method: str
+    method: ResultMethod
     model: str
     num_layers: int
     budget: float
@@ -121,7 +119,7 @@ class ResultRow(BaseModel):
     speedup: float | None = None
     ideal_speedup: float | None = None
     speed_batch_size: int | None = None
-    status: str = "ok"
+    status: Status = "ok"
     error: str | None = None
     checkpoint: str | None = None
     settings: str | None = None
@@ -161,113 +159,52 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def rows_to_table(rows: list[ResultRow | dict[str, Any]]) -> pa.Table:
-    records = [(r if isinstance(r, ResultRow) else ResultRow(**r)).model_dump() for r in rows]
-    return pa.Table.from_pylist(records, schema=SCHEMA)
+def hyperparameters(settings: RunSettings, method: str) -> dict[str, Any]:
+    """The columns a method's training settings fill: the stage I recipe for the full model, stage III and
+    the loss weights for HadSkip, the exit training recipe for a baseline (whose loss weights stay empty)."""
+    if method == FULL:
+        return {"lr": settings.stage1.lr, "batch_size": settings.stage1.batch_size}
+    if method == "hadskip":
+        s = settings.stage3
+        return {"lr": s.lr, "batch_size": s.batch_size, "beta": s.beta, "alpha_pred": s.alpha_pred,
+                "alpha_hidden": s.alpha_hidden, "alpha_attn": s.alpha_attn, "alpha_emb": s.alpha_emb}
+    return {"lr": settings.exits.lr, "batch_size": settings.exits.batch_size}
 
 
-def _table_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
-
-
-def write_table(rows: list[ResultRow | dict[str, Any]], uri: str) -> None:
-    """Write `rows` as one Parquet file, atomically."""
-    storage.write_bytes_atomic(str(uri), _table_bytes(rows_to_table(rows)))
-
-
-def point_file(root: str, row: ResultRow, name: str) -> str:
-    """Where a sweep point lives: <root>/task=<task>/budget=<budget>/<name>.parquet."""
-    return storage.join(str(root), f"task={row.task}", f"budget={row.budget:g}", f"{name}.parquet")
-
-
-def write_point(root: str, row: ResultRow, name: str) -> str:
-    """Add one point to a results dataset folder (append-only: one file per point)."""
-    uri = point_file(root, row, name)
-    write_table([row], uri)
-    return uri
-
-
-def _check_version(schema: pa.Schema, where: str) -> None:
-    raw = (schema.metadata or {}).get(_VERSION_KEY)
-    if raw is not None and int(raw) > SCHEMA_VERSION:
-        raise ResultsError(
-            f"{where} was written with results schema v{int(raw)}; this hadskip reads up to v{SCHEMA_VERSION} "
-            "(upgrade hadskip)"
-        )
-
-
-def read_table(uri: str | Path) -> pa.Table:
-    """Read a results file or a results folder (only complete files: temp files start with '.')."""
-    fs, path = storage.resolve(str(uri))
-    info = fs.get_file_info(path)
-    if info.type == storage.pafs.FileType.NotFound:
-        raise ResultsError(f"no results at {uri!s}: the path does not exist")
-    if info.type == storage.pafs.FileType.File:
-        files = [path]
-    else:
-        selector = storage.pafs.FileSelector(path, recursive=True)
-        files = sorted(
-            f.path
-            for f in fs.get_file_info(selector)
-            if f.type == storage.pafs.FileType.File
-            and f.path.endswith(".parquet")
-            and not any(part.startswith((".", "_")) for part in f.path[len(path) :].split("/"))
-        )
-    if not files:
-        raise ResultsError(f"no results at {uri!s}: no .parquet files there")
-    tables = []
-    for f in files:
-        try:
-            t = pq.read_table(f, filesystem=fs, partitioning=None)
-        except Exception as err:  # noqa: BLE001
-            raise ResultsError(f"{f} is not a readable Parquet file ({type(err).__name__})") from None
-        _check_version(t.schema, f)
-        tables.append(t)
-    table = pa.concat_tables(tables, promote_options="permissive")
-    missing = [n for n, _, _ in COLUMNS if n not in table.column_names]
-    for name in missing:
-        table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
-    return table
-
-
-def read_results(uri: str | Path):
-    """Results as a pandas DataFrame."""
-    return read_table(uri).to_pandas()
-
-
-def best_points(df, sweep_id: str | None = None, tolerance: float = 0.25):
-    """Per task and budget, the best valid point (status ok, mean layers <= budget + tolerance), plus the
-    full model's row; with `n_points` (all points) and `n_invalid` (failed, stopped or over budget)."""
-    import pandas as pd
-
-    if sweep_id is not None:
-        df = df[df.sweep_id == sweep_id]
-    df = df.copy()
-    df["valid"] = (df.status == "ok") & ((df.method == "full") | (df.mean_layers <= df.budget + tolerance))
-    out = []
-    for _, group in df.groupby(["task", "method", "budget"], sort=True):
-        valid = group[group.valid]
-        best = valid.loc[valid.metric.idxmax()] if len(valid) else group.iloc[0]
-        rec = best.to_dict()
-        rec.update(n_points=len(group), n_invalid=int((~group.valid).sum()), found=bool(len(valid)))
-        out.append(rec)
-    cols = ["task", "method", "budget", "metric_name", "metric", "mean_layers", "trial_id", "lr", "batch_size",
-            "beta", "alpha_pred", "alpha_hidden", "alpha_attn", "alpha_emb", "n_points", "n_invalid", "found",
-            "checkpoint", "num_layers", "layer_usage", "layers_hist", "sweep_id", "study"]  # fmt: skip
-    table = pd.DataFrame(out, columns=cols) if out else pd.DataFrame(columns=cols)
-    return table.sort_values(["task", "budget"], ascending=[True, False]).reset_index(drop=True)
-
-
-_REPORT_API = ("summary", "format_summary", "query", "report", "importances", "pareto_front")
-
-
-def __getattr__(name: str):
-    """`hadskip.results.summary`, `.query`, `.report`, ... live in hadskip.report (DuckDB and matplotlib
-    load only when used)."""
-    if name in _REPORT_API:
-        from hadskip import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def make_row(
+    settings: RunSettings,
+    *,
+    run_id: str,
+    method: str,
+    num_layers: int,
+    budget: float,
+    majority: float | None = None,
+    metric: float | None = None,
+    metrics: dict[str, float] | None = None,
+    layer_stats: dict[str, Any] | None = None,
+    **fields: Any,
+) -> ResultRow:
+    """The one way a results row is built: what the settings say (task, model, seed, the method's
+    hyperparameters, the settings JSON), what was measured, and any other column by name (`train_seconds`,
+    `eval_seconds`, `checkpoint`, `gate_threshold`, `speedup`, `status`, `error`, `sweep_id`, ...)."""
+    task = get_task(settings.data.task)
+    stats = layer_stats or {}
+    return ResultRow(
+        run_id=run_id,
+        task=task.name,
+        method=method,
+        model=settings.model.name_or_path,
+        num_layers=num_layers,
+        budget=budget,
+        metric_name=task.metric,
+        metric=metric,
+        metrics=json.dumps(metrics or {}, sort_keys=True),
+        majority_metric=majority,
+        mean_layers=stats.get("mean_layers"),
+        layer_usage=stats.get("layer_usage"),
+        layers_hist=stats.get("layers_hist"),
+        seed=settings.seed,
+        settings=settings.model_dump_json(),
+        **hyperparameters(settings, method),
+        **fields,
+    )

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hadskip.arch import Architecture, architecture_for, attention_module_name, layer_list
+from hadskip.core.arch import Architecture, architecture_for, attention_module_name, layer_list
+from hadskip.core.gates import RUN, SkipGate, reinmax, sample_one_hot
 from hadskip.errors import CheckpointError, ConfigError
-from hadskip.gates import RUN, SkipGate, reinmax, sample_one_hot
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +262,20 @@ class GatedModel(nn.Module):
         return list(layer_list(self.model, self.arch))
 
     def gate_parameters(self) -> list[nn.Parameter]:
-        return [p for layer in self.gated_layers for p in layer.gate.parameters()]
+        return [p for layer in self.gated_layers if layer.gate is not None for p in layer.gate.parameters()]
+
+    def added_parameters(self) -> list[nn.Parameter]:
+        """What this wrapper adds to the HF model and trains at its own learning rate: the skip gates here;
+        a subclass adds its own modules (early exit: internal classifiers and the LTE module)."""
+        return self.gate_parameters()
+
+    def loss_weight_parameters(self) -> list[nn.Parameter]:
+        """Learned loss weights (LeeBERT's), trained without weight decay; none here."""
+        return []
 
     def backbone_parameters(self) -> list[nn.Parameter]:
-        gate_ids = {id(p) for p in self.gate_parameters()}
-        return [p for p in self.model.parameters() if id(p) not in gate_ids]
+        added = {id(p) for p in self.added_parameters()} | {id(p) for p in self.loss_weight_parameters()}
+        return [p for p in self.parameters() if id(p) not in added]
 
     def gate_state_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -328,10 +337,14 @@ class GatedModel(nn.Module):
         controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     ) -> GatedOutput:
         state = self.state
-        state.mode = (
-            "open" if open_gates else "forced" if forced_gates is not None
-            else "controlled" if controller is not None else "gated"
-        )  # fmt: skip
+        if open_gates:
+            state.mode = "open"
+        elif forced_gates is not None:
+            state.mode = "forced"
+        elif controller is not None:
+            state.mode = "controlled"
+        else:
+            state.mode = "gated"
         state.forced, state.controller = forced_gates, controller
         state.sample, state.route, state.tau = sample, route, tau
         state.threshold = self.threshold if threshold is None else threshold
@@ -360,8 +373,11 @@ class GatedModel(nn.Module):
         return self.gate_state_dict()
 
     def _meta(self) -> dict:
-        return {"gate_hidden_size": self.gate_hidden_size, "gate_pooling": self.gate_pooling,
-                "threshold": self.threshold}  # fmt: skip
+        return {
+            "gate_hidden_size": self.gate_hidden_size,
+            "gate_pooling": self.gate_pooling,
+            "threshold": self.threshold,
+        }
 
     @classmethod
     def _from_meta(cls, hf: nn.Module, meta: dict, tensors: dict[str, torch.Tensor]) -> GatedModel:
@@ -459,19 +475,3 @@ class GatedModel(nn.Module):
         finally:
             self.train(was_training)
         return out
-
-
-def load(path: str | Path, device: str = "cpu") -> GatedModel:
-    """Load a saved model (with its tokenizer) in one call: a HadSkip gated model, or an early-exit
-    baseline's `ExitModel` (hadskip.exits), whichever the checkpoint holds."""
-    meta = Path(path) / META_FILE
-    if meta.is_file():
-        try:
-            kind = json.loads(meta.read_text()).get("kind")
-        except (json.JSONDecodeError, AttributeError):
-            kind = None  # from_pretrained below names the damage
-        if kind == "exit":
-            from hadskip.exits import ExitModel
-
-            return ExitModel.from_pretrained(path, device=device)
-    return GatedModel.from_pretrained(path, device=device)

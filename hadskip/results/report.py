@@ -1,13 +1,12 @@
-"""`hadskip results`: the best-point table, SQL over the results, and a Markdown report with plots.
+"""`report()`: a Markdown report with PNG plots, and the hyperparameter importance of each Optuna study.
 
 Every function reads the same thing: a results file (`hadskip train`) or a results dataset folder (the sweep),
-local or on an object store, through `hadskip.results.read_results`, which sees only complete files, so all of
-this works while a sweep is still writing. The functions return DataFrames for notebooks; the CLI prints them.
+local or on an object store, through `hadskip.results.io.read_results`, which sees only complete files, so all
+of this works while a sweep is still writing. matplotlib and Optuna load only when used.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -15,16 +14,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from hadskip.cli import command
-from hadskip.errors import ConfigError
-from hadskip.results import ResultsError, best_points, read_results, read_table
+from hadskip.registry import METHODS, categorical_keys
+from hadskip.results.schema import COLUMNS
+from hadskip.results.io import read_results
+from hadskip.results.tables import format_summary, summary
 
 log = logging.getLogger(__name__)
 
-HYPERPARAMETERS = ["lr", "batch_size", "beta", "alpha_pred", "alpha_hidden", "alpha_attn", "alpha_emb"]
-# searched by the early-exit baselines' studies and found only in a row's settings JSON
-SETTINGS_HYPERPARAMETERS = ["exits.head_lr", "exits.weight_lr", "exits.cycle"]
-CATEGORICAL = {"batch_size", "exits.cycle"}
+_COLUMN_NAMES = {name for name, _, _ in COLUMNS}
+
+
+def _hyperparameter(rows: pd.DataFrame, key: str) -> pd.Series:
+    """A searched setting per row: its results column where the schema has one (stage3.lr and exits.lr are
+    both `lr`: each row holds its own method's), else read from the row's settings JSON."""
+    column = key.split(".")[-1]
+    if column in _COLUMN_NAMES:
+        return rows[column].astype(float)
+    return pd.Series([_setting(js, key) for js in rows.settings], index=rows.index, dtype=float)
 
 
 def _setting(settings: object, key: str) -> float:
@@ -32,89 +38,7 @@ def _setting(settings: object, key: str) -> float:
     node = json.loads(settings) if isinstance(settings, str) and settings else {}
     for part in key.split("."):
         node = node.get(part, {}) if isinstance(node, dict) else {}
-    return float(node) if isinstance(node, int | float) else math.nan
-
-
-# -- summary ---------------------------------------------------------------------------------------------
-
-
-def summary(path_or_df, *, tolerance: float = 0.25, retention: bool = False, sweep_id: str | None = None):
-    """The paper's Table 1 shape: one row per (method, budget), one column per task plus AVG.
-
-    Each cell is the best valid point's dev metric (valid: status ok and mean layers <= budget + tolerance);
-    `retention=True` gives it as a fraction of the task's full model instead. Returns (table, details):
-    `details` has, per task, method and budget, the chosen point, its mean layers and the number of points
-    excluded (failed, stopped, over budget).
-    """
-    df = read_results(path_or_df) if not isinstance(path_or_df, pd.DataFrame) else path_or_df
-    best = best_points(df, sweep_id, tolerance)
-    if best.empty:
-        raise ResultsError("no points to summarise")
-    best = best.assign(value=best.metric.where(best.found))
-    if retention:
-        full = best[best.method == "full"].set_index("task").metric
-        best["value"] = best.value / best.task.map(full)
-    table = best.pivot_table(index=["method", "budget"], columns="task", values="value", aggfunc="first")
-    table["AVG"] = table.mean(axis=1, skipna=False)
-    order = sorted(table.index, key=lambda mb: (mb[0] != "full", mb[0], -mb[1]))
-    return table.loc[order], best
-
-
-def format_summary(table: pd.DataFrame, details: pd.DataFrame, *, retention: bool = False) -> str:
-    layers = details.set_index(["method", "budget", "task"]).mean_layers
-    tasks = [c for c in table.columns if c != "AVG"]
-    width = 16
-    head = f"{'method':<8} {'budget':>6}  " + "".join(f"{t:>{width}}" for t in tasks) + f"{'AVG':>9}"
-    lines = [head, "-" * len(head)]
-    for (method, budget), row in table.iterrows():
-        cells = []
-        for t in tasks:
-            v = row[t]
-            if pd.isna(v):
-                cells.append(f"{'-':>{width}}")
-                continue
-            shown = f"{v:.1%}" if retention else f"{100 * v:.1f}"
-            cells.append(f"{shown + f' ({layers.get((method, budget, t), math.nan):.2f})':>{width}}")
-        avg = row["AVG"]
-        avg_s = "-" if pd.isna(avg) else (f"{avg:.1%}" if retention else f"{100 * avg:.1f}")
-        lines.append(f"{method:<8} {budget:>6g}  " + "".join(cells) + f"{avg_s:>9}")
-    excluded = int(details[details.method != "full"].n_invalid.sum())
-    metric_names = details.drop_duplicates("task").set_index("task").metric_name
-    lines.append(
-        ("cells: best dev metric as % of the full model" if retention else "cells: best dev metric x100")
-        + " (mean executed layers); "
-        + ", ".join(f"{t}: {metric_names[t]}" for t in tasks)
-        + f"; {excluded} points excluded (failed, stopped or over budget)"
-    )
-    return "\n".join(lines)
-
-
-# -- query -----------------------------------------------------------------------------------------------
-
-
-def query(path: str | Path, sql: str) -> pd.DataFrame:
-    """Run DuckDB SQL over the results, registered as the table `results`."""
-    import duckdb
-
-    table = read_table(path)
-    con = duckdb.connect()
-    try:
-        con.register("results", table)
-        return con.execute(sql).df()
-    except duckdb.Error as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ResultsError(f"SQL error: {first}") from None
-    finally:
-        con.close()
-
-
-def render(df: pd.DataFrame, fmt: str) -> str:
-    if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
-    if fmt == "json":
-        return df.to_json(orient="records", date_format="iso", default_handler=str)
-    with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
-        return df.to_string(index=False)
+    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else math.nan
 
 
 # -- hyperparameter importance ---------------------------------------------------------------------------
@@ -136,11 +60,12 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
     points["score"] = points.metric.where(
         (points.status == "ok") & (points.mean_layers <= points.budget + tolerance), -1.0
     )
-    for key in SETTINGS_HYPERPARAMETERS:
-        points[key] = [_setting(js, key) for js in points.settings]
-    names = HYPERPARAMETERS + SETTINGS_HYPERPARAMETERS
     out: dict[str, dict] = {}
     for study_name, rows in points.groupby("study"):
+        rows = rows.copy()
+        names = list(METHODS[rows.method.iloc[0]].space)  # what this method's study searched (registry)
+        for key in names:
+            rows[key] = _hyperparameter(rows, key)
         trials = rows.groupby("trial_id").agg({"score": "mean", **{h: "first" for h in names}})
         varied = [h for h in names if trials[h].nunique() > 1]
         if len(trials) < min_trials or not varied:
@@ -148,13 +73,13 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
         dists = {}
         for h in varied:
             values = trials[h].astype(float)
-            if h in CATEGORICAL:
+            if h in categorical_keys():
                 dists[h] = CategoricalDistribution(sorted({int(v) for v in values}))
             else:
                 dists[h] = FloatDistribution(float(values.min()), float(values.max()), log=values.min() > 0)
         study = optuna.create_study(direction="maximize")
         for _, t in trials.iterrows():
-            params = {h: (int(t[h]) if h in CATEGORICAL else float(t[h])) for h in varied}
+            params = {h: (int(t[h]) if h in categorical_keys() else float(t[h])) for h in varied}
             study.add_trial(
                 optuna.trial.create_trial(params=params, distributions=dists, value=float(t.score))
             )
@@ -185,7 +110,7 @@ def report(path: str | Path, out: str | Path, *, tolerance: float = 0.25) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# HadSkip results: {path}", "", f"{len(df)} points, tasks: {', '.join(sorted(df.task.unique()))}; "
           f"valid points: status ok and mean executed layers <= budget + {tolerance:g}.", "",
-          "## Best point per task and budget", "", "```", format_summary(table, best), "```", ""]  # fmt: skip
+          "## Best point per task and budget", "", "```", format_summary(table, best), "```", ""]
 
     for task in sorted(df.task.unique()):
         rows = df[df.task == task]
@@ -308,47 +233,3 @@ def _save(fig, path: Path, alt: str) -> list[str]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [f"![{alt}]({path.name})", ""]
-
-
-# -- CLI -------------------------------------------------------------------------------------------------
-
-
-def _results_args(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="results_command", required=True)
-    s = sub.add_parser("summary", help="best point per task and budget (the paper's Table 1)")
-    s.add_argument("path", help="results file or folder (local or URI)")
-    s.add_argument("--tolerance", type=float, default=0.25, help="valid: mean layers <= budget + this")
-    s.add_argument("--retention", action="store_true", help="cells as a fraction of the full model")
-    s.add_argument("--sweep", help="only this sweep_id")
-    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    q = sub.add_parser("query", help="SQL (DuckDB) over the results as table `results`")
-    q.add_argument("path")
-    q.add_argument("sql")
-    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    r = sub.add_parser("report", help="Markdown report with PNG plots")
-    r.add_argument("path")
-    r.add_argument("--out", required=True, help="folder for report.md and the PNGs")
-    r.add_argument("--tolerance", type=float, default=0.25)
-
-
-@command("results", "summarise, query and report results (Parquet)")(_results_args)
-def _results(args: argparse.Namespace) -> int:
-    if getattr(args, "tolerance", 0) < 0:
-        raise ConfigError(f"--tolerance {args.tolerance} must be >= 0 (layers over the budget allowed)")
-    if args.results_command == "summary":
-        table, details = summary(
-            args.path, tolerance=args.tolerance, retention=args.retention, sweep_id=args.sweep
-        )
-        if args.format == "table":
-            print(format_summary(table, details, retention=args.retention))
-        else:
-            print(render(table.reset_index(), args.format))
-    elif args.results_command == "query":
-        print(render(query(args.path, args.sql), args.format))
-    else:
-        target = report(args.path, args.out, tolerance=args.tolerance)
-        print(f"report: {target}")
-    return 0
-
-
-__all__ = ["summary", "format_summary", "query", "report", "importances", "pareto_front", "render"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hadskip.tasks import Split
+from hadskip.data.tasks import Split
 
 
 @dataclass

@@ -53,36 +53,102 @@ class Task:
     def is_regression(self) -> bool:
         return self.num_labels == 1
 
-    @property
-    def is_pair(self) -> bool:
-        return self.text_keys[1] is not None
-
 
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("cola", "CoLA", "cola", ("sentence", None), 2, "mcc",
-             TsvLayout(header=False, text_a=3, text_b=None, label=1, num_fields=4)),
-        Task("sst2", "SST-2", "sst2", ("sentence", None), 2, "accuracy",
-             TsvLayout(True, "sentence", None, "label"), aliases=("sst-2", "sst")),
-        Task("mrpc", "MRPC", "mrpc", ("sentence1", "sentence2"), 2, "f1",
-             TsvLayout(True, "#1 String", "#2 String", "Quality")),
-        Task("qqp", "QQP", "qqp", ("question1", "question2"), 2, "f1",
-             TsvLayout(True, "question1", "question2", "is_duplicate")),
-        Task("stsb", "STS-B", "stsb", ("sentence1", "sentence2"), 1, "pearson",
-             TsvLayout(True, "sentence1", "sentence2", "score"), aliases=("sts-b", "sts")),
-        Task("mnli", "MNLI", "mnli", ("premise", "hypothesis"), 3, "accuracy",
-             TsvLayout(True, "sentence1", "sentence2", "gold_label"), label_map=_NLI3,
-             dev_splits=(("dev", "dev_matched", "validation_matched"),
-                         ("dev_mm", "dev_mismatched", "validation_mismatched"))),
-        Task("qnli", "QNLI", "qnli", ("question", "sentence"), 2, "accuracy",
-             TsvLayout(True, "question", "sentence", "label"), label_map=_NLI2),
-        Task("rte", "RTE", "rte", ("sentence1", "sentence2"), 2, "accuracy",
-             TsvLayout(True, "sentence1", "sentence2", "label"), label_map=_NLI2),
-        Task("wnli", "WNLI", "wnli", ("sentence1", "sentence2"), 2, "accuracy",
-             TsvLayout(True, "sentence1", "sentence2", "label")),
+        Task(
+            "cola",
+            "CoLA",
+            "cola",
+            ("sentence", None),
+            2,
+            "mcc",
+            TsvLayout(header=False, text_a=3, text_b=None, label=1, num_fields=4),
+        ),
+        Task(
+            "sst2",
+            "SST-2",
+            "sst2",
+            ("sentence", None),
+            2,
+            "accuracy",
+            TsvLayout(True, "sentence", None, "label"),
+            aliases=("sst-2", "sst"),
+        ),
+        Task(
+            "mrpc",
+            "MRPC",
+            "mrpc",
+            ("sentence1", "sentence2"),
+            2,
+            "f1",
+            TsvLayout(True, "#1 String", "#2 String", "Quality"),
+        ),
+        Task(
+            "qqp",
+            "QQP",
+            "qqp",
+            ("question1", "question2"),
+            2,
+            "f1",
+            TsvLayout(True, "question1", "question2", "is_duplicate"),
+        ),
+        Task(
+            "stsb",
+            "STS-B",
+            "stsb",
+            ("sentence1", "sentence2"),
+            1,
+            "pearson",
+            TsvLayout(True, "sentence1", "sentence2", "score"),
+            aliases=("sts-b", "sts"),
+        ),
+        Task(
+            "mnli",
+            "MNLI",
+            "mnli",
+            ("premise", "hypothesis"),
+            3,
+            "accuracy",
+            TsvLayout(True, "sentence1", "sentence2", "gold_label"),
+            label_map=_NLI3,
+            dev_splits=(
+                ("dev", "dev_matched", "validation_matched"),
+                ("dev_mm", "dev_mismatched", "validation_mismatched"),
+            ),
+        ),
+        Task(
+            "qnli",
+            "QNLI",
+            "qnli",
+            ("question", "sentence"),
+            2,
+            "accuracy",
+            TsvLayout(True, "question", "sentence", "label"),
+            label_map=_NLI2,
+        ),
+        Task(
+            "rte",
+            "RTE",
+            "rte",
+            ("sentence1", "sentence2"),
+            2,
+            "accuracy",
+            TsvLayout(True, "sentence1", "sentence2", "label"),
+            label_map=_NLI2,
+        ),
+        Task(
+            "wnli",
+            "WNLI",
+            "wnli",
+            ("sentence1", "sentence2"),
+            2,
+            "accuracy",
+            TsvLayout(True, "sentence1", "sentence2", "label"),
+        ),
     ]
-}  # fmt: skip
+}
 
 _ALIASES = {alias: t.name for t in TASKS.values() for alias in (t.name, t.glue_dir.lower(), *t.aliases)}
 
@@ -156,10 +222,12 @@ def _parse_label(task: Task, raw: str, where: str) -> float | int:
         return value
     except (ValueError, KeyError):
         accepted = (
-            "a number" if task.is_regression
-            else ", ".join(task.label_map) if task.label_map
+            "a number"
+            if task.is_regression
+            else ", ".join(task.label_map)
+            if task.label_map
             else ", ".join(str(i) for i in range(task.num_labels))
-        )  # fmt: skip
+        )
         raise DataError(f"{where}: label {raw!r} is not one of {accepted}") from None
 
 

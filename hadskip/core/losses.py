@@ -69,7 +69,7 @@ def budget_penalty(gates: torch.Tensor, budget: float, num_layers: int) -> torch
     return (gates.float().mean() - budget / num_layers).pow(2)
 
 
-# -- early-exit baselines (hadskip.methods) ------------------------------------------------------------
+# -- per row and per exit (the early-exit baselines build on these) ----------------------------------------
 
 
 def per_row_task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -82,59 +82,3 @@ def per_row_task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 def exit_task_losses(exit_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """(M,) task loss of each exit, shallowest first."""
     return torch.stack([task_loss(lg, labels) for lg in exit_logits])
-
-
-def pabee_loss(per_exit: torch.Tensor) -> torch.Tensor:
-    """PABEE's weighted average: sum_i i * L_i / sum_i i, deeper exits weigh more."""
-    w = torch.arange(1, per_exit.shape[0] + 1, dtype=per_exit.dtype, device=per_exit.device)
-    return (w * per_exit).sum() / w.sum()
-
-
-def lte_targets(exit_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """(M, B) BERxiT's "ground-truth" certainty: 1 where the exit's prediction is right (classification),
-    1 - tanh(|prediction - label|) for regression. Computed from detached predictions."""
-    out = []
-    for lg in exit_logits:
-        lg = lg.detach().float()
-        if lg.shape[-1] == 1:
-            out.append(1.0 - torch.tanh((lg[:, 0] - labels.float()).abs()))
-        else:
-            out.append((lg.argmax(-1) == labels).float())
-    return torch.stack(out)
-
-
-def lte_losses(certainty: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(M,) J_i: MSE between the LTE certainty u_i (M, B) and its target."""
-    return (certainty.float() - targets).pow(2).mean(1)
-
-
-def mutual_kd_rows(exit_logits: list[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
-    """(M, M, B): [m, t] is the temperature-scaled distillation of exit m (student) from exit t (teacher,
-    detached), LeeBERT Eq. 2; the diagonal is zero."""
-    t = temperature
-    logp = torch.stack([F.log_softmax(lg.float() / t, -1) for lg in exit_logits])  # (M, B, C)
-    teacher = logp.detach()
-    # KL(p_t || p_m) per row = sum_c p_t (log p_t - log p_m)
-    kd = (teacher.exp()[None] * (teacher[None] - logp[:, None])).sum(-1) * (
-        t * t
-    )  # (M_student, M_teacher, B)
-    eye = torch.eye(len(exit_logits), dtype=torch.bool, device=kd.device)[:, :, None]
-    return kd.masked_fill(eye, 0.0)
-
-
-def leebert_weights(loss_logits: torch.Tensor) -> torch.Tensor:
-    """(M, M) loss weights from their free parameters: per exit a softmax over its M terms (its task loss
-    on the diagonal, its distillation from each other exit off it), times M so uniform weights are 1.
-    Normalising per exit keeps the learned weights from collapsing to zero (the loss falls as any weight
-    does)."""
-    m = loss_logits.shape[0]
-    return loss_logits.softmax(-1) * m
-
-
-def leebert_rows(ce: torch.Tensor, kd: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(B,) LeeBERT's Eq. 5 per row: sum_m w_m CE_m + sum_m sum_{t != m} w_{m,t} KD_{m,t} / (M (M - 1));
-    ce (M, B), kd (M, M, B) with a zero diagonal, weights (M, M) with the task-loss weights on the diagonal."""
-    m = ce.shape[0]
-    task = (weights.diagonal()[:, None] * ce).sum(0)
-    distil = (weights[:, :, None] * kd).sum((0, 1)) / max(m * (m - 1), 1)
-    return task + distil

@@ -1,0 +1,160 @@
+"""The one training loop. A `Stage` says what trains, with which optimiser settings, and what it minimises
+(its `loss`), so the loop never names a method: HadSkip's stages (`hadskip.core.stages`) and every
+early-exit baseline (`hadskip.baselines`) run through `fit`. Multi-worker runs (Ray Train) average
+gradients across workers after each backward pass, so no model is re-wrapped between stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hadskip.config import OptimSettings
+from hadskip.core.model import GatedModel
+from hadskip.core.runtime import Runtime, TrainingDiverged
+from hadskip.core.schedule import lr_factor, steps_for
+from hadskip.data.encoding import Encoded, batch_indices, iterate
+
+log = logging.getLogger(__name__)
+
+# loss(model, batch, step) -> named loss terms; "total" is what gets minimised
+StageLoss = Callable[[GatedModel, dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # shown in logs and progress, e.g. "stage III k=3"
+    optim: OptimSettings
+    # which parameters train: the HF model's ("backbone"), the wrapper's added modules (skip gates, exit
+    # heads), or all of them
+    trains: Literal["backbone", "added", "all"]
+    loss: StageLoss
+    # learning rate of the added modules and of learned loss weights (None: `optim.lr`)
+    added_lr: float | None = None
+    weight_lr: float | None = None
+    # attention kernel while training: "eager" when the loss reads attention maps
+    attn_implementation: str | None = None
+    kind: str = ""  # what this stage is ("stage1", "stage2", "stage3", "exit"), for logs and tests
+    budget: float | None = None  # the budget it trains for, where it has one
+
+
+@dataclass
+class StageStats:
+    steps: int
+    seconds: float
+    losses: dict[str, float]
+
+
+def param_groups(model: GatedModel, stage: Stage) -> list[dict]:
+    """Optimiser groups: the backbone at `lr`; the added modules (skip gates, exit heads) at their own
+    learning rate; learned loss weights at theirs, without decay. Freezes what the stage does not train."""
+    added = {id(p) for p in model.added_parameters()}
+    weights = {id(p) for p in model.loss_weight_parameters()}
+    opt = stage.optim
+    lrs = {"added": stage.added_lr or opt.lr, "weights": stage.weight_lr or opt.lr, "backbone": opt.lr}
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        kind = "added" if id(p) in added else "weights" if id(p) in weights else "backbone"
+        train = {"backbone": kind == "backbone", "added": kind == "added", "all": True}[stage.trains]
+        p.requires_grad_(train)
+        if not train:
+            continue
+        no_decay = p.ndim < 2 or kind == "weights" or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((kind, no_decay), []).append(p)
+    return [
+        {"params": params, "lr": lrs[kind], "weight_decay": 0.0 if no_decay else opt.weight_decay}
+        for (kind, no_decay), params in groups.items()
+    ]
+
+
+def _log_means(means: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+
+
+def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, seed: int) -> StageStats:
+    """Train `model` through one stage."""
+    groups = param_groups(model, stage)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=stage.optim.lr)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    per_epoch = len(
+        batch_indices(
+            data.lengths,
+            stage.optim.batch_size,
+            shuffle=False,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+        )
+    )
+    total = steps_for(stage.optim.epochs, per_epoch, stage.optim.max_steps)
+    warmup = int(stage.optim.warmup_ratio * total)
+    if stage.attn_implementation is not None:
+        model.set_attn_implementation(stage.attn_implementation)
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    start = time.perf_counter()
+    show = runtime.is_main and (sys.stderr.isatty() if runtime.progress is None else runtime.progress)
+    bar = tqdm(total=total, desc=stage.name, disable=not show, dynamic_ncols=True, leave=False)
+    step, epoch = 0, 0
+    try:
+        while step < total:
+            order = batch_indices(
+                data.lengths,
+                stage.optim.batch_size,
+                shuffle=True,
+                seed=seed * 1000 + epoch,
+                rank=runtime.rank,
+                world_size=runtime.world_size,
+            )
+            for _, batch in iterate(data, order, runtime.device):
+                if step >= total:
+                    break
+                factor = lr_factor(step, total, warmup)
+                for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                    g["lr"] = lr * factor
+                terms = stage.loss(model, batch, step)
+                loss = terms["total"]
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"{stage.name}: loss became {loss.item()} at step {step + 1}/{total} "
+                        f"(lr {stage.optim.lr:g}); try a smaller learning rate"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                runtime.average_gradients(params)
+                if stage.optim.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, stage.optim.max_grad_norm)
+                optimizer.step()
+                step += 1
+                count += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                bar.update(1)
+                if step % 10 == 0 or step == total:
+                    bar.set_postfix(
+                        {k: f"{v / count:.3f}" for k, v in sums.items() if k in ("total", "layers")}
+                    )
+                if step % runtime.log_every == 0 or step == total:
+                    means = {k: v / count for k, v in sums.items()}
+                    if runtime.on_step is not None:
+                        runtime.on_step(stage.name, step, total, means)
+                    if not show and runtime.is_main:
+                        log.info("%s: step %d/%d, %s", stage.name, step, total, _log_means(means))
+            epoch += 1
+    finally:
+        bar.close()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    seconds = time.perf_counter() - start
+    means = {k: v / max(count, 1) for k, v in sums.items()}
+    log.info("%s: %d steps in %.1fs, %s", stage.name, total, seconds, _log_means(means))
+    return StageStats(steps=total, seconds=seconds, losses=means)

@@ -1,0 +1,102 @@
+"""HadSkip's three training stages as data (paper Sec. 4.3): each `Stage` carries its own loss.
+
+- stage I: plain fine-tuning of the vanilla model, every layer (Eq. 4); it becomes the teacher;
+- stage II: the skip gates only, everything else frozen, task loss only;
+- stage III: every parameter, task loss + distillation from the teacher + the budget penalty at budget k
+  (Eq. 3 with appendix B's terms), one stage per point of the homotopic path.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from hadskip.config import GateSettings, Stage1Settings, Stage2Settings, Stage3Settings
+from hadskip.core import losses
+from hadskip.core.loop import Stage
+from hadskip.core.model import GatedModel
+
+Batch = dict[str, torch.Tensor]
+
+
+def _inputs(batch: Batch) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def stage1_loss(model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    """Eq. 4: the vanilla model, every layer."""
+    task = losses.task_loss(model(**_inputs(batch), open_gates=True).logits, batch["labels"])
+    return {"total": task, "task": task}
+
+
+def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    """The gates alone learn to serve the task (no budget yet)."""
+    out = model(**_inputs(batch), tau=gates.tau, sample=gates.sample)
+    task = losses.task_loss(out.logits, batch["labels"])
+    return {"total": task, "task": task, "layers": out.gates.detach().sum(1).mean()}
+
+
+def stage3_loss(
+    settings: Stage3Settings,
+    gates: GateSettings,
+    teacher: GatedModel,
+    budget: float,
+    model: GatedModel,
+    batch: Batch,
+    step: int,
+) -> dict[str, torch.Tensor]:
+    """Eq. 3: task + alpha-weighted distillation from the teacher + beta * the budget penalty at k = budget."""
+    inputs, labels = _inputs(batch), batch["labels"]
+    need_hidden = settings.alpha_hidden > 0 or settings.alpha_emb > 0
+    need_attn = settings.alpha_attn > 0
+    with torch.no_grad():
+        t = teacher(**inputs, open_gates=True, record_hidden=need_hidden, record_attn=need_attn)
+    out = model(
+        **inputs, record_hidden=need_hidden, record_attn=need_attn, tau=gates.tau, sample=gates.sample
+    )
+    mask = batch["attention_mask"]
+    terms = {"task": losses.task_loss(out.logits, labels)}
+    if settings.alpha_pred > 0:
+        terms["kd_pred"] = losses.prediction_kd(out.logits, t.logits, settings.kd_temperature)
+    if settings.alpha_hidden > 0:
+        terms["kd_hidden"] = losses.hidden_kd(out.trace.hidden, t.trace.hidden, mask)
+    if need_attn:
+        terms["kd_attn"] = losses.attention_kd(out.trace.attentions, t.trace.attentions, mask)
+    if settings.alpha_emb > 0:
+        terms["kd_emb"] = losses.embedding_kd(out.trace.embeddings, t.trace.embeddings, mask)
+    terms["budget"] = losses.budget_penalty(out.gates, budget, model.num_layers)
+    weights = {
+        "task": 1.0,
+        "kd_pred": settings.alpha_pred,
+        "kd_hidden": settings.alpha_hidden,
+        "kd_attn": settings.alpha_attn,
+        "kd_emb": settings.alpha_emb,
+        "budget": settings.beta,
+    }
+    terms["total"] = sum(weights[k] * v for k, v in terms.items())
+    terms["layers"] = out.gates.detach().sum(1).mean()
+    return terms
+
+
+def stage1(settings: Stage1Settings, name: str = "stage I (fine-tune)") -> Stage:
+    return Stage(name, settings, trains="backbone", loss=stage1_loss, kind="stage1")
+
+
+def stage2(settings: Stage2Settings, gates: GateSettings) -> Stage:
+    return Stage(
+        "stage II (gates)", settings, trains="added", loss=partial(stage2_loss, gates), kind="stage2"
+    )
+
+
+def stage3(settings: Stage3Settings, gates: GateSettings, teacher: GatedModel, budget: float) -> Stage:
+    return Stage(
+        f"stage III k={budget:g}",
+        settings,
+        trains="all",
+        loss=partial(stage3_loss, settings, gates, teacher, budget),
+        added_lr=settings.gate_lr,
+        attn_implementation="eager" if settings.alpha_attn > 0 else None,
+        kind="stage3",
+        budget=budget,
+    )

@@ -1,0 +1,1 @@
+"""GLUE tasks and their loading, tokenised length-grouped batches, and the task metrics."""

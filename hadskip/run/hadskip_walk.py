@@ -1,0 +1,96 @@
+"""HadSkip's stages II and III (paper Sec. 4.3): train the gates, then walk the budget down the homotopic path
+L -> ... -> s, calibrating, evaluating and publishing a point at every requested budget."""
+
+from __future__ import annotations
+
+import logging
+
+from hadskip.core.inference import calibrate_threshold
+from hadskip.core.loop import fit
+from hadskip.core.model import GatedModel
+from hadskip.core.runtime import seed_everything
+from hadskip.core.schedule import budget_path
+from hadskip.core.stages import stage2, stage3
+from hadskip.run.backbone import load_gated
+from hadskip.run.points import RunContext, budget_seed
+from hadskip.run.run_dir import STAGE2_CKPT
+
+log = logging.getLogger(__name__)
+
+
+def train_hadskip(ctx: RunContext) -> None:
+    """Stages II and III along the homotopic path, a calibrated, evaluated point at every target budget."""
+    settings, data, runtime, state, run = ctx.settings, ctx.data, ctx.runtime, ctx.state, ctx.run
+    remaining = ctx.remaining("hadskip")
+    if not remaining:
+        return
+    teacher = load_gated(ctx.stage1_path, settings, runtime.device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    seed_everything(settings.seed + 1)  # gate initialisation independent of whether stage I was cached
+    student = load_gated(ctx.stage1_path, settings, runtime.device)
+    runtime.broadcast_module(student)
+    stage3_settings = settings.stage3
+    if stage3_settings.alpha_attn > 0:
+        teacher.set_attn_implementation("eager")
+
+    if state.resume_from is not None:
+        student.load_state_dict(GatedModel.from_pretrained(run.fetch_dir(state.resume_from)).state_dict())
+        log.info("resuming from %s", state.resume_from)
+    elif settings.stage2.enabled:
+        seed_everything(settings.seed + 2)
+        stats = fit(
+            student, stage2(settings.stage2, settings.gates), data.train, runtime, seed=settings.seed + 2
+        )
+        state.train_seconds += stats.seconds
+        if ctx.save_checkpoint(student, STAGE2_CKPT, {"stage": 2}) is not None:
+            state.resume_from, state.resume_budget = STAGE2_CKPT, None
+            ctx.save_state()
+
+    if stage3_settings.homotopic:
+        path = budget_path(ctx.num_layers, ctx.targets, stage3_settings.budget_step)
+        stage2_weights = None
+    else:  # each budget trained straight from the stage II model (paper Table 2, "w/o homotopic")
+        path = list(ctx.targets)
+        if state.resume_from in (None, STAGE2_CKPT):
+            stage2_weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        else:
+            stage2_weights = GatedModel.from_pretrained(run.fetch_dir(STAGE2_CKPT)).state_dict()
+
+    for k in path:
+        if state.resume_budget is not None and k >= state.resume_budget:
+            continue  # finished before the restart
+        if stage2_weights is not None:
+            student.load_state_dict(stage2_weights)
+        seed = budget_seed(settings.seed, k)
+        seed_everything(seed)
+        stats = fit(
+            student, stage3(stage3_settings, settings.gates, teacher, k), data.train, runtime, seed=seed
+        )
+        state.train_seconds += stats.seconds
+        if k not in ctx.targets:
+            continue
+        if stage3_settings.calibrate:
+            student.threshold, cal_layers = calibrate_threshold(
+                student,
+                data.train,
+                k,
+                runtime,
+                rows=stage3_settings.calibration_rows,
+                batch_size=settings.eval_batch_size,
+                seed=settings.seed,
+            )
+            log.info(
+                "budget %g: threshold %.4f gives %.2f layers on training rows",
+                k,
+                student.threshold,
+                cal_layers,
+            )
+        ctx.finish_point(
+            student,
+            "hadskip",
+            k,
+            threshold=student.threshold,
+            train_seconds=state.train_seconds,
+            resume_from_here=True,
+        )

@@ -1,0 +1,96 @@
+"""A run's output location (a path or a shared-storage URI) and what a restarted run needs from it.
+
+`state.json` lists the finished points and the checkpoint to continue from, `checkpoints/` holds their
+models, `results.parquet` their rows and `config.json` the run's settings. Local work is published to the
+location as soon as it is complete, so nothing a restarted run needs lives only in one process's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hadskip import storage
+from hadskip.config import migrate
+from hadskip.core.model import GatedModel
+from hadskip.results.schema import new_run_id
+
+RUN_FILES = ("results.parquet", "state.json", "config.json")  # the first two are results to protect
+STAGE2_CKPT = "checkpoints/stage2"  # HadSkip's gates after stage II
+EXITS_CKPT = "checkpoints/exits"  # the trained model of an exit method that serves every budget
+
+
+def checkpoint_rel(budget: float) -> str:
+    return f"checkpoints/budget-{budget:g}"
+
+
+def semantic_settings(settings: dict) -> dict:
+    """Settings that change what a run computes (thread counts and batch sizes of evaluation do not); old
+    key names are migrated, so a run started before a rename still resumes."""
+    settings = migrate(settings)
+    return {k: v for k, v in settings.items() if k not in ("threads", "eval_batch_size", "speed_batch_size")}
+
+
+@dataclass
+class RunState:
+    """What a restarted run needs: finished points and the checkpoint to continue from."""
+
+    run_id: str = field(default_factory=new_run_id)
+    rows: list[dict] = field(default_factory=list)
+    resume_from: str | None = None  # relative checkpoint path of the last finished point
+    resume_budget: float | None = None  # budget of that checkpoint (None: before stage III)
+    train_seconds: float = 0.0
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, indent=2, default=str).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RunState:
+        return cls(**json.loads(raw))
+
+
+class RunDir:
+    """The output location; local work is published to it as soon as it is complete."""
+
+    def __init__(self, uri: str):
+        self.uri = str(uri)
+        self.remote = storage.is_remote(self.uri)
+        self.local = (
+            Path(tempfile.mkdtemp(prefix="hadskip-run-"))
+            if self.remote
+            else Path(storage.resolve(self.uri)[1])
+        )
+        self.local.mkdir(parents=True, exist_ok=True)
+
+    def child(self, rel: str) -> str:
+        return storage.join(self.uri, rel)
+
+    def holds_results(self) -> list[str]:
+        return [name for name in RUN_FILES[:2] if storage.exists(self.child(name))]
+
+    def publish_dir(self, rel: str) -> str:
+        uri = self.child(rel)
+        if self.remote:
+            storage.upload_dir(self.local / rel, uri)
+        return uri
+
+    def write(self, rel: str, data: bytes) -> None:
+        storage.write_bytes_atomic(self.child(rel), data)
+
+    def fetch_dir(self, rel: str) -> Path:
+        if self.remote:
+            return storage.download_dir(self.child(rel), self.local / rel)
+        return self.local / rel
+
+    def save_checkpoint(self, model: GatedModel, tokenizer, rel: str, meta: dict) -> str:
+        """Save `model` whole under `rel` (a temp folder renamed into place), publish it, return its URI."""
+        local = self.local / rel
+        tmp = local.with_name(local.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, tokenizer=tokenizer, metadata=meta)
+        shutil.rmtree(local, ignore_errors=True)
+        tmp.rename(local)
+        return self.publish_dir(rel)

@@ -1,0 +1,67 @@
+"""A task's data, tokenised once per run, and the dev evaluation every point of a run gets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hadskip.config import RunSettings
+from hadskip.core.inference import predict
+from hadskip.core.model import GatedModel
+from hadskip.core.runtime import Runtime
+from hadskip.data.encoding import Encoded, encode
+from hadskip.data.metrics import layer_stats, majority_score, predictions, task_metrics
+from hadskip.data.tasks import Task, dev_split_names, get_task, load_split, subsample
+
+
+@dataclass
+class TaskData:
+    task: Task
+    tokenizer: object
+    train: Encoded
+    dev: dict[str, Encoded]  # split name -> data; "dev" first
+    majority: float
+
+
+def load_task_data(settings: RunSettings, source: str) -> TaskData:
+    from transformers import AutoTokenizer
+
+    task = get_task(settings.data.task)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    d = settings.data
+    train = subsample(load_split(task, "train", d.data_dir), d.train_limit, settings.seed)
+    devs = {
+        name: subsample(load_split(task, name, d.data_dir), d.dev_limit, settings.seed)
+        for name in dev_split_names(task)
+    }
+    return TaskData(
+        task=task,
+        tokenizer=tokenizer,
+        train=encode(train, tokenizer, d.max_length),
+        dev={name: encode(split, tokenizer, d.max_length) for name, split in devs.items()},
+        majority=majority_score(task, train.labels, devs["dev"].labels),
+    )
+
+
+@dataclass
+class Evaluation:
+    metric: float
+    metrics: dict[str, float]
+    stats: dict  # mean_layers, layer_usage, layers_hist on the primary dev split
+    seconds: float
+
+
+def evaluate(
+    model: GatedModel, data: TaskData, runtime: Runtime, batch_size: int, *, open_gates: bool = False
+) -> Evaluation:
+    """Dev metrics (every dev split) and skip statistics on the primary dev split, deterministic gates."""
+    metrics: dict[str, float] = {}
+    stats: dict = {}
+    seconds = 0.0
+    for name, enc in data.dev.items():
+        out = predict(model, enc, runtime, batch_size, open_gates=open_gates)
+        seconds += out.seconds
+        suffix = "" if name == "dev" else name[len("dev") :]
+        metrics.update(task_metrics(data.task, predictions(data.task, out.logits), enc.labels, suffix=suffix))
+        if name == "dev":
+            stats = layer_stats(out.executed)
+    return Evaluation(metrics[data.task.metric], metrics, stats, seconds)

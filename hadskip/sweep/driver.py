@@ -1,0 +1,364 @@
+"""The sweep driver: Ray Tune + Optuna over each method's hyperparameters, each trial a Ray Train run.
+
+Three layers, as in Ray's own examples: `hadskip.sweep.worker.worker_loop` runs on every Ray Train worker;
+`run_trial` is the Tune function trainable that builds one trial's `TorchTrainer`; `run_sweep` connects to
+Ray, fine-tunes stage I once per task, runs one `Tuner` with one named Optuna study per task and method,
+records stopped and failed trials, and returns the best point per budget.
+
+Everything a restarted trial or driver needs lives under `storage` and `results` (paths or shared-storage
+URIs): Tune's experiment state, each trial's run folder (`state.json` + safetensors checkpoints), the stage I
+cache, and the Parquet dataset. Nothing is held only in one process's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+
+from hadskip import storage
+from hadskip.config import check_budgets
+from hadskip.errors import ConfigError, HadSkipError
+from hadskip.registry import FULL, METHODS, Dimension
+from hadskip.results.io import point_file, read_results, write_point
+from hadskip.results.tables import best_points
+from hadskip.run.backbone import num_layers_of, resolve_model_source
+from hadskip.run.stage1 import cached_info, full_row, stage1_key
+from hadskip.sweep.rows import full_point_name, point_name, tag, unfinished_rows
+from hadskip.sweep.settings import SweepSettings, sweep_seed, trial_settings
+from hadskip.sweep.worker import DIVERGED, METRIC, TIME_ATTR, worker_loop
+from hadskip.tables import Column, text_table
+
+log = logging.getLogger(__name__)
+
+
+# -- Tune trainable --------------------------------------------------------------------------------------
+
+
+def _scaling(sweep: SweepSettings):
+    from ray.train import ScalingConfig
+
+    per_worker = {"CPU": sweep.cpus_per_worker}
+    if sweep.gpus_per_worker:
+        per_worker["GPU"] = sweep.gpus_per_worker
+    return ScalingConfig(
+        num_workers=sweep.workers_per_trial,
+        use_gpu=sweep.gpus_per_worker > 0,
+        resources_per_worker=per_worker,
+    )
+
+
+def _train_run_config(sweep: SweepSettings, name: str, callbacks: list):
+    from ray.train import FailureConfig, RunConfig
+
+    return RunConfig(
+        name=name,  # the trial id, never a timestamp, so a restored trial finds its run again
+        storage_path=storage.join(sweep.root, "train"),
+        callbacks=callbacks,
+        failure_config=FailureConfig(max_failures=sweep.max_failures, controller_failure_limit=2),
+    )
+
+
+def run_trial(config: dict, *, sweep_json: str, task: str, num_layers: int, method: str = "hadskip") -> None:
+    """One Tune trial: a TorchTrainer running the method (HadSkip's stages, or a baseline) with this trial's
+    hyperparameters."""
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    sweep = SweepSettings.model_validate_json(sweep_json)
+    trial_id = tune.get_context().get_trial_id()
+    settings = trial_settings(sweep, task, config, method)
+    fault = None
+    if (
+        sweep.test_fault
+    ):  # test hook: Tune's trial folder is named <trainable>_<trial id>_<trial index>_<params>
+        kind, _, index = sweep.test_fault.partition("@")
+        if re.search(rf"_{trial_id}_{int(index)}_", os.path.basename(tune.get_context().get_trial_dir())):
+            fault = kind
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={
+            "created": time.time(),
+            "sweep": sweep_json,
+            "settings": settings.model_dump_json(),
+            "trial_id": trial_id,
+            "config": config,
+            "num_layers": num_layers,
+            "fault": fault,
+        },
+        scaling_config=_scaling(sweep),
+        run_config=_train_run_config(sweep, trial_id, [TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+class PointBookkeeper:
+    """Driver-side Tune callback: a trial that ends before its last budget (stopped by ASHA, or errored)
+    still gets a row for every budget it did not reach, with its status and error."""
+
+    def __init__(self, sweep: SweepSettings, task: str, num_layers: int, method: str = "hadskip"):
+        from ray.tune import Callback
+
+        class _Callback(Callback):
+            def on_trial_complete(cb, iteration, trials, trial, **info):  # noqa: N805
+                self.record(trial, "stopped", "stopped early by the scheduler (ASHA) before this budget")
+
+            def on_trial_error(cb, iteration, trials, trial, **info):  # noqa: N805
+                self.record(trial, "failed", _error_text(trial))
+
+        self.sweep, self.task, self.num_layers, self.method = sweep, task, num_layers, method
+        self.callback = _Callback()
+
+    def record(self, trial, status: str, error: str) -> None:
+        config = {k: v for k, v in trial.config.items() if k in METHODS[self.method].space}
+        try:
+            rows = unfinished_rows(
+                self.sweep, self.task, config, trial.trial_id, self.num_layers, status, error, self.method
+            )
+        except HadSkipError as err:
+            log.warning("could not record trial %s as %s: %s", trial.trial_id, status, err)
+            return
+        for row in rows:
+            write_point(self.sweep.results, row, point_name(trial.trial_id))
+
+
+def _error_text(trial) -> str:
+    try:
+        err = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # noqa: BLE001 - the error file itself may be unreadable
+        err = None
+    text = f"{type(err).__name__}: {err}" if err is not None else "trial errored (see Ray logs)"
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else text[:500]
+
+
+# -- driver ----------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
+    """Join the cluster at --address, or start a private local Ray (the embedded default).
+
+    The local Ray keeps its dashboard on 127.0.0.1 (Ray Train frees the workers of ASHA-stopped trials through
+    the state API, which needs it) and points the state API at it explicitly, so a stale Ray left by another
+    process on this machine is never picked up.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")  # a stuck start fails, never hangs
+    env = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]}
+    if sweep.address:
+        ray.init(address=sweep.address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        log_to_driver=True,
+        runtime_env={"env_vars": env},
+    )
+
+
+def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
+    """Fine-tune stage I of a task once, on the same kind of workers as the trials, before they start, and
+    write the sweep's full-model row. A cached stage I only needs its row: the driver writes it directly."""
+    from ray.train.torch import TorchTrainer
+
+    settings = sweep.base_settings(task)
+    source = resolve_model_source(settings.model.name_or_path)
+    info = cached_info(sweep.cache, settings, source)
+    if info is not None:
+        name = full_point_name(sweep, stage1_key(settings, source))
+        row = tag(full_row(settings, info, num_layers, run_id=name), sweep, name, task)
+        if not storage.exists(point_file(sweep.results, row, name)):
+            write_point(sweep.results, row, name)
+        return
+    log.info("%s: stage I (fine-tuning the full model; shared by every trial)", task)
+    TorchTrainer(
+        worker_loop,
+        train_loop_config={
+            "sweep": sweep.model_dump_json(),
+            "settings": settings.model_dump_json(),
+            "stage1_only": True,
+            "num_layers": num_layers,
+        },
+        scaling_config=_scaling(sweep),
+        run_config=_train_run_config(sweep, f"stage1-{task}", []),
+    ).fit()
+
+
+def _tune_space(space: dict[str, Dimension]) -> dict:
+    from ray import tune
+
+    make = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice}
+    return {key: make[kind](*args) for key, (kind, args) in space.items()}
+
+
+def experiment_name(task: str, method: str) -> str:
+    return f"tune-{task}" if method == "hadskip" else f"tune-{task}-{method}"
+
+
+def _tuner(sweep: SweepSettings, task: str, num_layers: int, method: str = "hadskip"):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers, method=method
+        ),
+        {"CPU": 0.25},  # the trial only waits on its Train workers, which hold the real resources
+    )
+    path = storage.join(sweep.root, experiment_name(task, method))
+    if tune.Tuner.can_restore(path):
+        log.info("%s %s: resuming the Tune experiment at %s", task, method, path)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    n = len(sweep.budgets)
+    scheduler = (
+        ASHAScheduler(time_attr=TIME_ATTR, max_t=n, grace_period=1, reduction_factor=2)
+        if sweep.scheduler == "asha" and n > 1
+        else FIFOScheduler()
+    )
+    space = sweep.space(method)
+    # every searched setting fixed with --set: nothing for Optuna to search, the trials are plain repeats
+    searcher = (
+        OptunaSearch(study_name=sweep.study(task, method), seed=sweep_seed(sweep, task)) if space else None
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=_tune_space(space),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=sweep.trials_per_task,
+            max_concurrent_trials=sweep.max_concurrent or _default_concurrency(sweep),
+        ),
+        run_config=tune.RunConfig(
+            name=experiment_name(task, method),
+            storage_path=sweep.root,
+            callbacks=[PointBookkeeper(sweep, task, num_layers, method).callback],
+            verbose=1,
+        ),
+    )
+
+
+def _default_concurrency(sweep: SweepSettings) -> int:
+    import ray
+
+    res = ray.cluster_resources()
+    per_trial_cpu = sweep.workers_per_trial * sweep.cpus_per_worker + 0.25
+    limit = int(res.get("CPU", 1) // per_trial_cpu)
+    if sweep.gpus_per_worker:
+        limit = min(limit, int(res.get("GPU", 0) // (sweep.workers_per_trial * sweep.gpus_per_worker)))
+    return max(1, limit)
+
+
+def check_new_or_resume(sweep: SweepSettings) -> None:
+    """A sweep name already used refuses to start again without --resume: nothing written is replaced."""
+    exists = storage.exists(sweep.root)
+    if exists and not sweep.resume:
+        raise ConfigError(
+            f"sweep {sweep.name!r} already exists under {sweep.storage}; pass --resume to continue it, "
+            "or choose another --name"
+        )
+    if not exists and sweep.resume:
+        raise ConfigError(f"--resume: no sweep {sweep.name!r} under {sweep.storage} to continue")
+
+
+def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
+    """Run (or resume) a sweep; returns the DataFrame of best points per task and budget."""
+    num_layers = num_layers_of(resolve_model_source(sweep.model))
+    check_budgets(sweep.budgets, num_layers)
+    for task in sweep.tasks:
+        sweep.base_settings(task)  # a bad --set fails here, before Ray starts
+    check_new_or_resume(sweep)
+    storage.makedirs(sweep.root)
+    storage.write_bytes_atomic(
+        storage.join(sweep.root, "sweep.json"), sweep.model_dump_json(indent=2).encode()
+    )
+    connect(sweep, num_cpus)
+    start = time.perf_counter()
+    pairs = sweep.pairs()
+    for task, method in [(t, m) for t in sweep.tasks for m in sweep.methods if (t, m) not in pairs]:
+        log.warning("%s: skipping method %s, which needs a classification task", task, method)
+    prepared = set()
+    for task, method in pairs:
+        if task not in prepared:  # stage I once per task: every method starts from it
+            prepare_stage1(sweep, task, num_layers)
+            prepared.add(task)
+        results = _tuner(sweep, task, num_layers, method).fit()
+        if results.num_terminated + results.num_errors < len(results):
+            # Tune returns normally on Ctrl-C with trials still unfinished: stop here, prune nothing
+            raise KeyboardInterrupt
+        log.info("%s %s: %d trials, %d errored", task, method, len(results), results.num_errors)
+        if sweep.keep_checkpoints == "best":
+            prune_checkpoints(sweep, task, method)
+    log.info("sweep %s finished in %.0f s", sweep.name, time.perf_counter() - start)
+    return best_points(read_results(sweep.results), sweep.name, sweep.tolerance)
+
+
+def _shown(value, fmt: str) -> str:
+    return "-" if value is None or value != value else format(value, fmt)
+
+
+def format_best(table) -> str:
+    """The best-point table the sweep prints at its end (the full model has no trial or stage III settings)."""
+    records = []
+    for r in table.itertuples():
+        trial = r.method != FULL
+        records.append(
+            {
+                "task": r.task,
+                "method": r.method,
+                "budget": f"{r.budget:g}",
+                "metric": f"{r.metric_name} {r.metric:.4f}"
+                if r.found and r.metric == r.metric
+                else "none valid",
+                "layers": _shown(r.mean_layers, ".2f"),
+                "trial": str(r.trial_id) if trial else "-",
+                "lr": _shown(r.lr, ".1e") if trial else "-",
+                "bs": _shown(r.batch_size, ".0f") if trial else "-",
+                "beta": _shown(r.beta, ".2f") if trial else "-",
+                "points": r.n_points,
+                "invalid": r.n_invalid,
+            }
+        )
+    left = {"task", "method", "trial"}
+    keys = ["task", "method", "budget", "metric", "layers", "trial", "lr", "bs", "beta", "points", "invalid"]
+    return text_table(records, [Column(k, align="<" if k in left else ">") for k in keys])
+
+
+def prune_checkpoints(sweep: SweepSettings, task: str, method: str = "hadskip") -> None:
+    """Keep, per budget, only the checkpoint of the best valid point of this task's trials; drop every
+    trial's stage II checkpoint. Disk then holds one model per task and budget. Errored trials keep theirs:
+    a later --resume restarts them from there."""
+    try:
+        df = read_results(sweep.results)
+    except HadSkipError:
+        return
+    df = df[(df.sweep_id == sweep.name) & (df.task == task) & (df.method == method)]
+    keep = set(best_points(df, sweep.name, sweep.tolerance).checkpoint.dropna())
+    errored = (df.status == "failed") & ~df.error.fillna("").str.startswith(DIVERGED)
+    df = df[~df.trial_id.isin(df.trial_id[errored])]
+    for ckpt in df.checkpoint.dropna():
+        if ckpt not in keep:
+            storage.delete(ckpt)
+    for trial_id in df.trial_id.dropna().unique():
+        for name in ("stage2", "exits"):  # the models budgets were calibrated or trained from
+            storage.delete(storage.join(sweep.root, "runs", trial_id, "checkpoints", name))
