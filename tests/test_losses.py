@@ -52,3 +52,15 @@ def test_budget_penalty_is_squared_gap_of_mean_gate_to_budget_fraction():
     gates = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # mean 3/8
     assert losses.budget_penalty(gates, budget=2, num_layers=4).item() == pytest.approx((3 / 8 - 1 / 2) ** 2)
     assert losses.budget_penalty(gates, budget=1.5, num_layers=4).item() == pytest.approx(0.0)
+
+
+def test_relative_budget_penalty_measures_the_miss_as_a_fraction_of_the_budget():
+    gates = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # mean 3/8
+    got = losses.budget_penalty(gates, budget=1, num_layers=4, form="relative").item()
+    assert got == pytest.approx(((3 / 8 - 1 / 4) / (1 / 4)) ** 2)
+    # the same 50% miss costs the same at any budget
+    half = losses.budget_penalty(torch.full((2, 4), 0.75), budget=2, num_layers=4, form="relative")
+    assert half.item() == pytest.approx(got)
+    assert losses.budget_penalty(gates, 2, 4) == losses.budget_penalty(gates, 2, 4, form="squared")
+    with pytest.raises(ValueError, match="not one of squared, relative"):
+        losses.budget_penalty(gates, 2, 4, form="cubic")

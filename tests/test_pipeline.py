@@ -164,6 +164,24 @@ def test_non_homotopic_ablation_trains_each_budget_from_stage2(
     assert count_fits == [("stage1", None), ("stage3", 3.0), ("stage3", 1.5)]
 
 
+def test_deployed_route_finetuning_follows_each_requested_budget(
+    tmp_path, tiny_model_dir, glue_dir, count_fits
+):
+    extra = ["--set", "stage3.route_finetune_steps=2", "--set", "stage3.student_dropout=false"]
+    assert main(_argv(tiny_model_dir, glue_dir, tmp_path / "run", tmp_path / "cache", *extra)) == 0
+    # path 4, 3, 2, 1.5: a fine-tune on the deployed routes after each requested budget only
+    assert count_fits[2:] == [
+        ("stage3", 4),
+        ("stage3", 3),
+        ("routes", 3),
+        ("stage3", 2),
+        ("stage3", 1.5),
+        ("routes", 1.5),
+    ]
+    df = read_results(tmp_path / "run" / "results.parquet")
+    assert (df[df.method == "hadskip"].mean_layers - df[df.method == "hadskip"].budget).abs().max() < 1.0
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

@@ -120,3 +120,123 @@ def test_calibration_keeps_the_side_of_the_step_closer_to_the_budget():
     assert layers == 4.0 and t < 0.6  # 4 is 0.2 away, 3 is 0.8 away
     t, layers = calibrate_threshold(model, data, 3.2, Runtime(), rows=32)
     assert layers == 3.0 and t > 0.6
+
+
+def _budget_only_batch():
+    ids = torch.randint(5, 1000, (4, 6), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 0, 1])}
+
+
+@pytest.mark.parametrize("target", ["sampled", "expected"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_detached_gate_input_keeps_the_budget_gradient_out_of_the_backbone(detach, target):
+    torch.manual_seed(0)
+    model = GatedModel(tiny_model("bert")).train()
+    teacher = GatedModel(tiny_model("bert")).eval()
+    settings = Stage3Settings(
+        alpha_pred=0, alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=1.0, budget_target=target
+    )
+    stage = stages.stage3(settings, GateSettings(detach_input=detach), teacher, 1.0)
+    stage.loss(model, _budget_only_batch(), 0)["budget"].backward()
+    backbone = sum(float(p.grad.abs().sum()) for p in model.backbone_parameters() if p.grad is not None)
+    gates = sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None)
+    assert gates > 0
+    assert (backbone == 0) if detach else (backbone > 0)
+
+
+@pytest.mark.parametrize("target", ["expected", "sampled"])
+def test_the_budget_penalty_reads_p_run_or_the_sampled_gates(target, monkeypatch):
+    seen = {}
+    real_forward = GatedModel.forward
+
+    def spy_forward(self, *args, **kwargs):
+        seen["out"] = out = real_forward(self, *args, **kwargs)
+        return out
+
+    model = GatedModel(tiny_model("bert")).train()
+    teacher = GatedModel(tiny_model("bert")).eval()
+    monkeypatch.setattr(GatedModel, "forward", spy_forward)
+    settings = Stage3Settings(
+        alpha_hidden=0, alpha_attn=0, alpha_emb=0, budget_target=target, budget_loss="relative"
+    )
+    terms = stages.stage3(settings, GateSettings(), teacher, 2.0).loss(model, _budget_only_batch(), 0)
+    out = seen["out"]  # the student's forward (the teacher's runs first)
+    assert out.probs is not None and out.probs.requires_grad  # training records p(run) too
+    usage = out.probs if target == "expected" else out.gates
+    torch.testing.assert_close(terms["budget"], ((usage.mean() - 0.5) / 0.5) ** 2)
+
+
+def test_per_group_clipping_bounds_backbone_and_gates_separately():
+    from hadskip.core.loop import clip_gradients
+
+    def groups():
+        big, small = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(3))
+        big.grad, small.grad = torch.full((4,), 5.0), torch.full((3,), 0.1)  # norms 10 and 0.173
+        return [{"params": [big], "kind": "backbone"}, {"params": [small], "kind": "added"}], big, small
+
+    g, big, small = groups()
+    norms = clip_gradients(g, 1.0, "per_group")
+    assert norms == pytest.approx({"backbone": 10.0, "added": 0.1 * 3**0.5})
+    assert big.grad.norm().item() == pytest.approx(1.0)
+    torch.testing.assert_close(small.grad, torch.full((3,), 0.1))  # under the limit: untouched
+    g, big, small = groups()
+    clip_gradients(g, 1.0, "global")  # one norm: the small group shrinks with the big one
+    assert torch.cat([big.grad, small.grad]).norm().item() == pytest.approx(1.0)
+    assert small.grad[0].item() < 0.01
+    # end to end: stage III trains with per-group clipping
+    model = GatedModel(tiny_model("bert"))
+    teacher = GatedModel(tiny_model("bert")).eval()
+    settings = Stage3Settings(
+        batch_size=8, max_steps=2, clip="per_group", budget_target="expected", alpha_attn=0
+    )
+    stats = fit(
+        model,
+        stages.stage3(settings, GateSettings(detach_input=True), teacher, 2.0),
+        _data(),
+        Runtime(),
+        seed=0,
+    )
+    assert np.isfinite(stats.losses["total"])
+
+
+def test_training_without_dropout_is_deterministic_and_keeps_the_gates_training():
+    model = GatedModel(tiny_model("bert")).train()
+    ids, mask = _budget_only_batch()["input_ids"], _budget_only_batch()["attention_mask"]
+    model.train_without_dropout()
+    a, b = model(ids, mask, sample=False), model(ids, mask, sample=False)
+    torch.testing.assert_close(a.logits, b.logits)  # no dropout anywhere
+    assert a.gates.requires_grad  # the gates still train through ReinMax
+    with model.eval_mode():
+        assert not any(m.training for m in model.modules())
+    assert (
+        model.gated_layers[0].training and not model.gated_layers[0].base_layer.training
+    )  # restored exactly
+
+
+def test_deployed_route_finetuning_trains_the_backbone_on_the_calibrated_routes(monkeypatch):
+    model = GatedModel(tiny_model("bert", layers=4))
+    teacher = GatedModel(tiny_model("bert", layers=4)).eval()
+    model.threshold = 0.5
+    routes_seen = []
+    real_forward = GatedModel.forward
+
+    def spy(self, *args, forced_gates=None, **kwargs):
+        if forced_gates is not None:
+            routes_seen.append(forced_gates.clone())
+        return real_forward(self, *args, forced_gates=forced_gates, **kwargs)
+
+    batch = _budget_only_batch()
+    with torch.no_grad(), model.eval_mode():
+        expected = model(batch["input_ids"], batch["attention_mask"]).gates.bool()
+    monkeypatch.setattr(GatedModel, "forward", spy)
+    stage = stages.deployed_routes(
+        Stage3Settings(route_finetune_steps=2, batch_size=8, lr=1e-3), teacher, 2.0
+    )
+    terms = stage.loss(model, batch, 0)
+    assert torch.equal(routes_seen[0], expected) and set(terms) == {"task", "kd_pred", "total", "layers"}
+    before = _snapshot(model)
+    monkeypatch.setattr(GatedModel, "forward", real_forward)
+    stats = fit(model, stage, _data(), Runtime(), seed=0)
+    moved = _moved(before, model)
+    assert stats.steps == 2 and not any(moved[n] for n, (_, is_gate) in before.items() if is_gate)
+    assert moved["classifier.weight"]

@@ -42,6 +42,7 @@ class Stage:
     weight_lr: float | None = None
     # attention kernel while training: "eager" when the loss reads attention maps
     attn_implementation: str | None = None
+    dropout: bool = True  # False: train with every dropout off (GatedModel.train_without_dropout)
     kind: str = ""  # what this stage is ("stage1", "stage2", "stage3", "exit"), for logs and tests
     budget: float | None = None  # the budget it trains for, where it has one
 
@@ -70,9 +71,32 @@ def param_groups(model: GatedModel, stage: Stage) -> list[dict]:
         no_decay = p.ndim < 2 or kind == "weights" or "LayerNorm" in name or "layer_norm" in name
         groups.setdefault((kind, no_decay), []).append(p)
     return [
-        {"params": params, "lr": lrs[kind], "weight_decay": 0.0 if no_decay else opt.weight_decay}
+        {
+            "params": params,
+            "lr": lrs[kind],
+            "weight_decay": 0.0 if no_decay else opt.weight_decay,
+            "kind": kind,
+        }
         for (kind, no_decay), params in groups.items()
     ]
+
+
+def clip_gradients(groups: list[dict], max_norm: float, mode: str = "global") -> dict[str, float]:
+    """Clip the gradients of optimiser groups (each with a "kind": backbone, added, weights) to `max_norm`.
+
+    "global": one norm over every parameter. "per_group": the backbone on its own and the added modules
+    (gates, exit heads, learned loss weights) on their own, each to `max_norm`. Returns the norm before
+    clipping of each set ("all", or "backbone" and "added")."""
+    if mode == "global":
+        return {
+            "all": float(torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], max_norm))
+        }
+    if mode != "per_group":
+        raise ValueError(f"clip mode {mode!r} is not one of global, per_group")
+    sets: dict[str, list[nn.Parameter]] = {}
+    for g in groups:
+        sets.setdefault("backbone" if g["kind"] == "backbone" else "added", []).extend(g["params"])
+    return {name: float(torch.nn.utils.clip_grad_norm_(ps, max_norm)) for name, ps in sets.items()}
 
 
 def _log_means(means: dict[str, float]) -> str:
@@ -98,7 +122,10 @@ def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, see
     warmup = int(stage.optim.warmup_ratio * total)
     if stage.attn_implementation is not None:
         model.set_attn_implementation(stage.attn_implementation)
-    model.train()
+    if stage.dropout:
+        model.train()
+    else:
+        model.train_without_dropout()
     sums: dict[str, float] = {}
     count = 0
     start = time.perf_counter()
@@ -132,7 +159,7 @@ def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, see
                 loss.backward()
                 runtime.average_gradients(params)
                 if stage.optim.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, stage.optim.max_grad_norm)
+                    clip_gradients(optimizer.param_groups, stage.optim.max_grad_norm, stage.optim.clip)
                 optimizer.step()
                 step += 1
                 count += 1

@@ -64,9 +64,21 @@ def embedding_kd(student: torch.Tensor, teacher: torch.Tensor, token_mask: torch
     return masked_mse(student, teacher, token_mask)
 
 
-def budget_penalty(gates: torch.Tensor, budget: float, num_layers: int) -> torch.Tensor:
-    """Eq. 3's penalty without beta: (mean over batch and layers of g - k / L)^2; gates (B, L)."""
-    return (gates.float().mean() - budget / num_layers).pow(2)
+def budget_penalty(
+    usage: torch.Tensor, budget: float, num_layers: int, form: str = "squared"
+) -> torch.Tensor:
+    """Eq. 3's penalty without beta, on usage (B, L): the gate values g (sampled), or p(run) (expected).
+
+    "squared": (mean over batch and layers - k / L)^2, Eq. 3. "relative": ((mean - k / L) / (k / L))^2, the
+    miss as a fraction of the budget, so it does not shrink with the budget.
+    """
+    target = budget / num_layers
+    miss = usage.float().mean() - target
+    if form == "squared":
+        return miss.pow(2)
+    if form == "relative":
+        return (miss / target).pow(2)
+    raise ValueError(f"budget penalty form {form!r} is not one of squared, relative")
 
 
 # -- per row and per exit (the early-exit baselines build on these) ----------------------------------------

@@ -62,6 +62,7 @@ class RoutingState:
         self.controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None
         self.sample = True  # training: ReinMax on a sampled decision; False: on the argmax decision
         self.tau = 1.0
+        self.detach_input = False  # training: the gate reads the previous layer's states detached
         self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold
         self.route = True  # False: compute every layer on the whole batch and mix (reference path)
         self.record_hidden = False
@@ -140,6 +141,8 @@ class GatedLayer(nn.Module):
     def _gate_input(self, h: torch.Tensor) -> torch.Tensor:
         """The gate reads the mean over real tokens, or the first-token state."""
         dtype = self.gate.fc1.weight.dtype  # gates stay fp32 whatever the backbone's dtype
+        if self.state.detach_input:  # no gradient from the gate back into the encoder
+            h = h.detach()
         if self.pooling == "first" or self.state.token_mask is None:
             return h[:, 0].to(dtype) if self.pooling == "first" else h.mean(1).to(dtype)
         m = self.state.token_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
@@ -314,6 +317,28 @@ class GatedModel(nn.Module):
         model, self.model = self.model, None
         return model
 
+    def train_without_dropout(self) -> GatedModel:
+        """Training mode for the gates (ReinMax decisions, mixed outputs) with every HF module in eval mode,
+        so no dropout anywhere: the student's states are then comparable with the eval-mode teacher's."""
+        self.eval()
+        self.training = True
+        for layer in self.gated_layers:
+            layer.training = True  # not recursive: the base layer stays in eval mode
+            if layer.gate is not None:
+                layer.gate.train()
+        return self
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[GatedModel]:
+        """Eval mode for a block, then every module's own mode back exactly as it was."""
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        try:
+            yield self
+        finally:
+            for m, training in modes.items():
+                m.training = training
+
     def set_attn_implementation(self, name: str) -> None:
         """Switch attention kernels ("eager" records attention maps; "sdpa" is faster)."""
         if self.model.config._attn_implementation != name:
@@ -335,6 +360,7 @@ class GatedModel(nn.Module):
         threshold: float | None = None,
         tau: float = 1.0,
         controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+        detach_gate_input: bool = False,
     ) -> GatedOutput:
         state = self.state
         if open_gates:
@@ -347,6 +373,7 @@ class GatedModel(nn.Module):
             state.mode = "gated"
         state.forced, state.controller = forced_gates, controller
         state.sample, state.route, state.tau = sample, route, tau
+        state.detach_input = detach_gate_input
         state.threshold = self.threshold if threshold is None else threshold
         state.record_hidden, state.record_attn = record_hidden, record_attn
         state.token_mask = attention_mask

@@ -32,7 +32,7 @@ def stage1_loss(model: GatedModel, batch: Batch, step: int) -> dict[str, torch.T
 
 def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
     """The gates alone learn to serve the task (no budget yet)."""
-    out = model(**_inputs(batch), tau=gates.tau, sample=gates.sample)
+    out = model(**_inputs(batch), tau=gates.tau, sample=gates.sample, detach_gate_input=gates.detach_input)
     task = losses.task_loss(out.logits, batch["labels"])
     return {"total": task, "task": task, "layers": out.gates.detach().sum(1).mean()}
 
@@ -53,7 +53,12 @@ def stage3_loss(
     with torch.no_grad():
         t = teacher(**inputs, open_gates=True, record_hidden=need_hidden, record_attn=need_attn)
     out = model(
-        **inputs, record_hidden=need_hidden, record_attn=need_attn, tau=gates.tau, sample=gates.sample
+        **inputs,
+        record_hidden=need_hidden,
+        record_attn=need_attn,
+        tau=gates.tau,
+        sample=gates.sample,
+        detach_gate_input=gates.detach_input,
     )
     mask = batch["attention_mask"]
     terms = {"task": losses.task_loss(out.logits, labels)}
@@ -65,7 +70,9 @@ def stage3_loss(
         terms["kd_attn"] = losses.attention_kd(out.trace.attentions, t.trace.attentions, mask)
     if settings.alpha_emb > 0:
         terms["kd_emb"] = losses.embedding_kd(out.trace.embeddings, t.trace.embeddings, mask)
-    terms["budget"] = losses.budget_penalty(out.gates, budget, model.num_layers)
+    # the sampled gate values the forward pass used, or the expected usage p(run) (recorded in training too)
+    usage = out.probs if settings.budget_target == "expected" else out.gates
+    terms["budget"] = losses.budget_penalty(usage, budget, model.num_layers, settings.budget_loss)
     weights = {
         "task": 1.0,
         "kd_pred": settings.alpha_pred,
@@ -76,6 +83,24 @@ def stage3_loss(
     }
     terms["total"] = sum(weights[k] * v for k, v in terms.items())
     terms["layers"] = out.gates.detach().sum(1).mean()
+    return terms
+
+
+def deployed_routes_loss(
+    settings: Stage3Settings, teacher: GatedModel, model: GatedModel, batch: Batch, step: int
+) -> dict[str, torch.Tensor]:
+    """Task + prediction distillation on the routes the deployed model takes: each batch's decisions come from
+    the gates at the calibrated threshold (no gradient), and the layers run on exactly those routes."""
+    inputs, labels = _inputs(batch), batch["labels"]
+    with torch.no_grad():
+        with model.eval_mode():
+            routes = model(**inputs).gates.bool()  # (B, L) at model.threshold
+        t = teacher(**inputs, open_gates=True)
+    out = model(**inputs, forced_gates=routes)
+    terms = {"task": losses.task_loss(out.logits, labels)}
+    terms["kd_pred"] = losses.prediction_kd(out.logits, t.logits, settings.kd_temperature)
+    terms["total"] = terms["task"] + settings.alpha_pred * terms["kd_pred"]
+    terms["layers"] = routes.float().sum(1).mean()
     return terms
 
 
@@ -97,6 +122,22 @@ def stage3(settings: Stage3Settings, gates: GateSettings, teacher: GatedModel, b
         loss=partial(stage3_loss, settings, gates, teacher, budget),
         added_lr=settings.gate_lr,
         attn_implementation="eager" if settings.alpha_attn > 0 else None,
+        dropout=settings.student_dropout,
         kind="stage3",
+        budget=budget,
+    )
+
+
+def deployed_routes(settings: Stage3Settings, teacher: GatedModel, budget: float) -> Stage:
+    """`route_finetune_steps` of the backbone on the calibrated routes at one budget (gates stay fixed)."""
+    optim = settings.model_copy(update={"max_steps": settings.route_finetune_steps})
+    return Stage(
+        f"deployed routes k={budget:g}",
+        optim,
+        trains="backbone",
+        loss=partial(deployed_routes_loss, settings, teacher),
+        attn_implementation="sdpa",
+        dropout=settings.student_dropout,
+        kind="routes",
         budget=budget,
     )

@@ -10,12 +10,29 @@ from hadskip.core.loop import fit
 from hadskip.core.model import GatedModel
 from hadskip.core.runtime import seed_everything
 from hadskip.core.schedule import budget_path
-from hadskip.core.stages import stage2, stage3
+from hadskip.core.stages import deployed_routes, stage2, stage3
 from hadskip.run.backbone import load_gated
 from hadskip.run.points import RunContext, budget_seed
 from hadskip.run.run_dir import STAGE2_CKPT
 
 log = logging.getLogger(__name__)
+
+
+def calibrate(ctx: RunContext, student: GatedModel, budget: float) -> None:
+    """Set the student's inference threshold so deterministic routing meets `budget` on training rows."""
+    settings = ctx.settings
+    student.threshold, layers = calibrate_threshold(
+        student,
+        ctx.data.train,
+        budget,
+        ctx.runtime,
+        rows=settings.stage3.calibration_rows,
+        batch_size=settings.eval_batch_size,
+        seed=settings.seed,
+    )
+    log.info(
+        "budget %g: threshold %.4f gives %.2f layers on training rows", budget, student.threshold, layers
+    )
 
 
 def train_hadskip(ctx: RunContext) -> None:
@@ -71,21 +88,14 @@ def train_hadskip(ctx: RunContext) -> None:
         if k not in ctx.targets:
             continue
         if stage3_settings.calibrate:
-            student.threshold, cal_layers = calibrate_threshold(
-                student,
-                data.train,
-                k,
-                runtime,
-                rows=stage3_settings.calibration_rows,
-                batch_size=settings.eval_batch_size,
-                seed=settings.seed,
+            calibrate(ctx, student, k)
+        if stage3_settings.route_finetune_steps:
+            stats = fit(
+                student, deployed_routes(stage3_settings, teacher, k), data.train, runtime, seed=seed + 1
             )
-            log.info(
-                "budget %g: threshold %.4f gives %.2f layers on training rows",
-                k,
-                student.threshold,
-                cal_layers,
-            )
+            state.train_seconds += stats.seconds
+            if stage3_settings.calibrate:  # the backbone moved under the gates: meet the budget again
+                calibrate(ctx, student, k)
         ctx.finish_point(
             student,
             "hadskip",
