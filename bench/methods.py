@@ -1,13 +1,15 @@
-"""Skipping against exiting: HadSkip and the early-exit baselines at the same budgets, in one table.
+"""Skipping against exiting: HadSkip (and variants of it) and the early-exit baselines at the same budgets,
+over several seeds, in one table.
 
-Every method runs through `hadskip train --method NAME` (the same stage I fine-tune, shared through the
-cache, the same data, metrics and budgets) and the table shows, per task, method and budget, the dev metric
-and the mean executed layers achieved on dev (thresholds are calibrated on training rows, so a method can
-land off its budget; `ok` says whether it stayed within budget + tolerance), and HadSkip's lead over the
-best valid baseline at that budget.
+Every run goes through `train_run` (the same stage I fine-tune per seed, shared through the cache, the same
+data, metrics and budgets). Per task, method and budget the table shows the dev metric as mean ± std over
+the seeds, the mean executed layers on dev, the share of the full model's gain over the majority class
+((metric - majority) / (full - majority), per seed), and HadSkip's lead over the best valid baseline, called
+a win or a loss only when it exceeds the seeds' spread (sqrt(sd_a^2 + sd_b^2)); otherwise a tie.
 
-    python bench/methods.py --tasks cola,mrpc --budgets 4.5,3,1.5
-    python bench/methods.py --tasks mrpc --methods hadskip,pabee --set data.train_limit=512   # quick look
+    python bench/methods.py --tasks cola,mrpc,sst2 --seeds 1,2,3 --set-for sst2:data.train_limit=8000
+    python bench/methods.py --tasks sst2 --methods hadskip,static --seeds 1,2 \\
+        --variant detach=gates.detach_input=true,stage3.budget_target=expected      # an ablation row
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -31,62 +34,110 @@ from hadskip.tables import Column, text_table
 log = logging.getLogger("bench.methods")
 
 
+def runs(args) -> list[tuple[str, str, list[str]]]:
+    """(label, method, extra settings): every method, then each HadSkip variant."""
+    out = [(m, m, []) for m in args.methods.split(",")]
+    for spec in args.variant:
+        name, _, sets = spec.partition("=")
+        out.append((f"hadskip[{name}]", "hadskip", [s for s in sets.split(",") if s]))
+    return out
+
+
 def run(args) -> pd.DataFrame:
     budgets = [float(b) for b in args.budgets.split(",")]
+    per_task = {}
+    for spec in args.set_for:
+        task, _, setting = spec.partition(":")
+        per_task.setdefault(task, []).append(setting)
     frames = []
-    for task in args.tasks.split(","):
-        for method in args.methods.split(","):
-            overrides = [
-                f"data.task={task}",
-                f"data.data_dir={json.dumps(args.data_dir)}",
-                f"model.name_or_path={json.dumps(args.model)}",
-                f"budgets={json.dumps(budgets)}",
-                f"method={method}",
-                *args.overrides,
-            ]
-            settings = build_settings({}, overrides)
-            out = Path(args.out) / task / method
-            start = time.perf_counter()
-            train_run(
-                settings,
-                str(out),
-                runtime=Runtime(device=pick_device(settings.device), progress=args.progress),
-                cache_dir=args.cache_dir or str(Path(args.out) / "cache"),
-                resume=(out / "state.json").exists(),
-                save_checkpoints=args.checkpoints,
-            )
-            df = read_results(out / "results.parquet").assign(wall_s=time.perf_counter() - start)
-            frames.append(df if method == args.methods.split(",")[0] else df[df.method != "full"])
-            print(format_table(pd.concat(frames), args.tolerance), flush=True)
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for task in args.tasks.split(","):
+            for label, method, extra in runs(args):
+                overrides = [
+                    f"data.task={task}",
+                    f"data.data_dir={json.dumps(args.data_dir)}",
+                    f"model.name_or_path={json.dumps(args.model)}",
+                    f"budgets={json.dumps(budgets)}",
+                    f"method={method}",
+                    f"seed={seed}",
+                    *args.overrides,
+                    *per_task.get(task, []),
+                    *extra,
+                ]
+                settings = build_settings({}, overrides)
+                out = Path(args.out) / task / f"{label}-s{seed}"
+                train_run(
+                    settings,
+                    str(out),
+                    runtime=Runtime(device=pick_device(settings.device), progress=args.progress),
+                    cache_dir=args.cache_dir or str(Path(args.out) / "cache"),
+                    resume=(out / "state.json").exists(),
+                    save_checkpoints=args.checkpoints,
+                )
+                df = read_results(out / "results.parquet")
+                df["label"] = df.method.where(df.method == "full", label)
+                frames.append(df)
+                print(format_table(pd.concat(frames), args.tolerance), flush=True)
     return pd.concat(frames)
 
 
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (task, label, budget), with the per-seed share of the full model's gain."""
+    full = df[df.method == "full"].drop_duplicates(["task", "seed"]).set_index(["task", "seed"])
+    df = df.drop_duplicates(["task", "label", "budget", "seed"]).copy()
+    key = list(zip(df.task, df.seed, strict=True))
+    gain = [full.metric.get(k, math.nan) - full.majority_metric.get(k, math.nan) for k in key]
+    df["share"] = [
+        (m - full.majority_metric.get(k, math.nan)) / g if g > 0 else math.nan
+        for m, k, g in zip(df.metric, key, gain, strict=True)
+    ]
+    return (
+        df.groupby(["task", "label", "budget"], sort=False)
+        .agg(
+            n=("metric", "size"),
+            mean=("metric", "mean"),
+            sd=("metric", "std"),
+            layers=("mean_layers", "mean"),
+            share=("share", "mean"),
+            train_s=("train_seconds", "mean"),
+        )
+        .reset_index()
+    )
+
+
 def format_table(df: pd.DataFrame, tolerance: float) -> str:
-    """Per task and budget every method's dev metric and mean layers; `vs best` = HadSkip minus the best valid
-    baseline at that budget."""
+    agg = aggregate(df)
     records = []
-    for (task, budget), g in df.sort_values(["task", "budget"], ascending=[True, False]).groupby(
+    for (task, budget), g in agg.sort_values(["task", "budget"], ascending=[True, False]).groupby(
         ["task", "budget"], sort=False
     ):
-        valid = g[(g.method != "full") & (g.mean_layers <= g.budget + tolerance)]
-        baselines = valid[valid.method != "hadskip"]
-        best = baselines.metric.max() if len(baselines) else float("nan")
+        valid = g[(g.label != "full") & (g.layers <= g.budget + tolerance)]
+        baselines = valid[~valid.label.str.startswith("hadskip")]
+        best = baselines.loc[baselines["mean"].idxmax()] if len(baselines) else None
         for r in g.itertuples():
-            ok = r.method == "full" or r.mean_layers <= r.budget + tolerance
-            lead = r.metric - best if r.method == "hadskip" and best == best else None
+            ok = r.label == "full" or r.layers <= r.budget + tolerance
+            verdict = ""
+            if r.label.startswith("hadskip") and best is not None:
+                lead = r.mean - best["mean"]
+                spread = math.sqrt(sum(x**2 for x in (r.sd, best.sd) if x == x))
+                call = "tie" if abs(lead) <= spread or r.n < 2 else ("win" if lead > 0 else "loss")
+                verdict = f"{lead:+.4f} {call} vs {best.label}"
+            sd = f" ± {r.sd:.4f}" if r.sd == r.sd else ""
             records.append(
                 {
                     "task": task,
-                    "method": r.method,
+                    "method": r.label,
                     "budget": f"{budget:g}",
-                    "metric": f"{r.metric:.4f}",
-                    "layers": f"{r.mean_layers:.2f}",
+                    "n": r.n,
+                    "metric": f"{r.mean:.4f}{sd}",
+                    "layers": f"{r.layers:.2f}",
                     "ok": "yes" if ok else "NO",
-                    "vs best": "" if lead is None else f"{lead:+.4f}",
-                    "train s": f"{r.train_seconds or 0:.0f}",
+                    "gain share": "-" if r.share != r.share else f"{r.share:.0%}",
+                    "vs best baseline": verdict,
+                    "train s": f"{r.train_s or 0:.0f}",
                 }
             )
-    left = {"task", "method"}
+    left = {"task", "method", "vs best baseline"}
     return text_table(records, [Column(k, align="<" if k in left else ">") for k in records[0]])
 
 
@@ -95,6 +146,13 @@ def main() -> None:
     p.add_argument("--tasks", default="cola,mrpc")
     p.add_argument("--budgets", default="4.5,3,1.5")
     p.add_argument("--methods", default=",".join(METHOD_NAMES))
+    p.add_argument("--seeds", default="42", help="comma list; each seed its own stage I and runs")
+    p.add_argument(
+        "--variant", action="append", default=[], help="NAME=KEY=VALUE,KEY=VALUE: a HadSkip ablation row"
+    )
+    p.add_argument(
+        "--set-for", action="append", default=[], metavar="TASK:KEY=VALUE", help="a setting for one task"
+    )
     p.add_argument("--model", default="minilm-l6")
     p.add_argument(
         "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")
