@@ -207,3 +207,25 @@ def test_overwrite_clears_the_previous_run(tmp_path, tiny_model_dir, glue_dir):
     assert main(_argv(tiny_model_dir, glue_dir, out, cache, "--budgets", "2", "--overwrite")) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["budget-2", "stage2"]
     assert read_results(out / "results.parquet")["budget"].tolist() == [4.0, 2.0]
+
+
+def test_stage1_cache_keys_survive_settings_added_since_cache_version_1(tiny_model_dir):
+    import hashlib
+
+    from hadskip.run.stage1 import stage1_key
+
+    settings = build_settings({"data": {"task": "cola"}}, [])
+    d = settings.data
+    v1 = {  # what a version-1 entry was keyed by, before stage I settings gained `clip`
+        "version": 1,
+        "model": {"hub": "some/model"},
+        "task": d.task,
+        "data": {"data_dir": None, "max_length": d.max_length, "train_limit": d.train_limit},
+        "stage1": {k: v for k, v in settings.stage1.model_dump().items() if k != "clip"},
+        "hidden_dropout": None,
+        "seed": settings.seed,
+    }
+    digest = hashlib.sha256(json.dumps(v1, sort_keys=True).encode()).hexdigest()[:16]
+    assert stage1_key(settings, "some/model") == f"cola-{digest}"
+    other = build_settings({"data": {"task": "cola"}}, ["stage1.clip=per_group"])
+    assert stage1_key(other, "some/model") != f"cola-{digest}"  # a new value is a new model

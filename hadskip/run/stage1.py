@@ -52,6 +52,19 @@ def _source_identity(source: str) -> dict:
     return {"hub": source}
 
 
+# Stage I settings added after CACHE_VERSION 1, with the value that computes what the entry was trained with
+# before they existed: at that value they stay out of the key, so existing cache entries are still found.
+_ADDED_SINCE_V1 = {"clip": "global"}
+
+
+def _stage1_identity(settings: RunSettings) -> dict:
+    ident = settings.stage1.model_dump()
+    for key, before in _ADDED_SINCE_V1.items():
+        if ident.get(key) == before:
+            del ident[key]
+    return ident
+
+
 def stage1_key(settings: RunSettings, source: str) -> str:
     """What determines the stage I model; runs that agree on it share one cached model."""
     d = settings.data
@@ -64,7 +77,7 @@ def stage1_key(settings: RunSettings, source: str) -> str:
             "max_length": d.max_length,
             "train_limit": d.train_limit,
         },
-        "stage1": settings.stage1.model_dump(),
+        "stage1": _stage1_identity(settings),
         "hidden_dropout": settings.model.hidden_dropout,
         "seed": settings.seed,
     }
