@@ -240,3 +240,26 @@ def test_deployed_route_finetuning_trains_the_backbone_on_the_calibrated_routes(
     moved = _moved(before, model)
     assert stats.steps == 2 and not any(moved[n] for n, (_, is_gate) in before.items() if is_gate)
     assert moved["classifier.weight"]
+
+
+def test_cached_teacher_logits_give_the_same_prediction_distillation_without_a_teacher_pass(monkeypatch):
+    from hadskip.data.encoding import batch_indices, iterate
+
+    teacher = GatedModel(tiny_model("bert", seed=1)).eval()
+    model = GatedModel(tiny_model("bert")).eval()
+    data = _data(n=24)
+    cached = torch.from_numpy(predict(teacher, data, Runtime(), open_gates=True).logits)
+    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0)
+    idx, batch = next(iterate(data, batch_indices(data.lengths, 8, shuffle=True, seed=3), "cpu"))
+    torch.manual_seed(0)
+    live = stages.stage3(settings, GateSettings(sample=False), teacher, 2.0).loss(model, batch, 0)
+    calls = []
+    monkeypatch.setattr(teacher, "forward", lambda *a, **k: calls.append(1))
+    stage = stages.stage3(settings, GateSettings(sample=False), teacher, 2.0, cached)
+    assert stage.with_rows
+    torch.manual_seed(0)
+    from_cache = stage.loss(model, {**batch, "rows": torch.as_tensor(idx)}, 0)
+    assert calls == []  # no teacher forward
+    torch.testing.assert_close(from_cache["kd_pred"], live["kd_pred"], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot serve hidden-state"):
+        stages.stage3(Stage3Settings(), GateSettings(), teacher, 2.0, cached)

@@ -43,6 +43,7 @@ class Stage:
     # attention kernel while training: "eager" when the loss reads attention maps
     attn_implementation: str | None = None
     dropout: bool = True  # False: train with every dropout off (GatedModel.train_without_dropout)
+    with_rows: bool = False  # each batch also carries `rows`: the training-row indices it holds
     kind: str = ""  # what this stage is ("stage1", "stage2", "stage3", "exit"), for logs and tests
     budget: float | None = None  # the budget it trains for, where it has one
 
@@ -142,7 +143,9 @@ def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, see
                 rank=runtime.rank,
                 world_size=runtime.world_size,
             )
-            for _, batch in iterate(data, order, runtime.device):
+            for idx, batch in iterate(data, order, runtime.device):
+                if stage.with_rows:
+                    batch["rows"] = torch.as_tensor(idx, dtype=torch.long)
                 if step >= total:
                     break
                 factor = lr_factor(step, total, warmup)

@@ -21,7 +21,13 @@ Batch = dict[str, torch.Tensor]
 
 
 def _inputs(batch: Batch) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != "labels"}
+    return {k: v for k, v in batch.items() if k not in ("labels", "rows")}
+
+
+def needs_teacher_states(settings: Stage3Settings) -> bool:
+    """Whether stage III distils hidden states, attention maps or embeddings (else predictions at most, which
+    can be computed once per task: `teacher_logits`)."""
+    return settings.alpha_hidden > 0 or settings.alpha_attn > 0 or settings.alpha_emb > 0
 
 
 def stage1_loss(model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
@@ -42,16 +48,24 @@ def stage3_loss(
     gates: GateSettings,
     teacher: GatedModel,
     budget: float,
+    teacher_logits: torch.Tensor | None,
     model: GatedModel,
     batch: Batch,
     step: int,
 ) -> dict[str, torch.Tensor]:
-    """Eq. 3: task + alpha-weighted distillation from the teacher + beta * the budget penalty at k = budget."""
+    """Eq. 3: task + alpha-weighted distillation from the teacher + beta * the budget penalty at k = budget.
+
+    `teacher_logits` (N, C), the teacher's predictions on every training row computed once, replace the
+    teacher's forward pass when only predictions are distilled (the batch then carries its `rows`)."""
     inputs, labels = _inputs(batch), batch["labels"]
     need_hidden = settings.alpha_hidden > 0 or settings.alpha_emb > 0
     need_attn = settings.alpha_attn > 0
-    with torch.no_grad():
-        t = teacher(**inputs, open_gates=True, record_hidden=need_hidden, record_attn=need_attn)
+    if teacher_logits is not None:
+        t_logits = teacher_logits[batch["rows"]].to(labels.device)
+    else:
+        with torch.no_grad():
+            t = teacher(**inputs, open_gates=True, record_hidden=need_hidden, record_attn=need_attn)
+        t_logits = t.logits
     out = model(
         **inputs,
         record_hidden=need_hidden,
@@ -63,7 +77,7 @@ def stage3_loss(
     mask = batch["attention_mask"]
     terms = {"task": losses.task_loss(out.logits, labels)}
     if settings.alpha_pred > 0:
-        terms["kd_pred"] = losses.prediction_kd(out.logits, t.logits, settings.kd_temperature)
+        terms["kd_pred"] = losses.prediction_kd(out.logits, t_logits, settings.kd_temperature)
     if settings.alpha_hidden > 0:
         terms["kd_hidden"] = losses.hidden_kd(out.trace.hidden, t.trace.hidden, mask)
     if need_attn:
@@ -114,12 +128,24 @@ def stage2(settings: Stage2Settings, gates: GateSettings) -> Stage:
     )
 
 
-def stage3(settings: Stage3Settings, gates: GateSettings, teacher: GatedModel, budget: float) -> Stage:
+def stage3(
+    settings: Stage3Settings,
+    gates: GateSettings,
+    teacher: GatedModel,
+    budget: float,
+    teacher_logits: torch.Tensor | None = None,
+) -> Stage:
+    """One point of the homotopic path; `teacher_logits` from `needs_teacher_states(settings) is False` runs."""
+    if teacher_logits is not None and needs_teacher_states(settings):
+        raise ValueError(
+            "cached teacher logits cannot serve hidden-state, attention or embedding distillation"
+        )
     return Stage(
         f"stage III k={budget:g}",
         settings,
         trains="all",
-        loss=partial(stage3_loss, settings, gates, teacher, budget),
+        loss=partial(stage3_loss, settings, gates, teacher, budget, teacher_logits),
+        with_rows=teacher_logits is not None,
         added_lr=settings.gate_lr,
         attn_implementation="eager" if settings.alpha_attn > 0 else None,
         dropout=settings.student_dropout,

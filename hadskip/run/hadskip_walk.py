@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from hadskip.core.inference import calibrate_threshold
+import torch
+
+from hadskip.core.inference import calibrate_threshold, predict
 from hadskip.core.loop import fit
 from hadskip.core.model import GatedModel
 from hadskip.core.runtime import seed_everything
 from hadskip.core.schedule import budget_path
-from hadskip.core.stages import deployed_routes, stage2, stage3
+from hadskip.core.stages import deployed_routes, needs_teacher_states, stage2, stage3
 from hadskip.run.backbone import load_gated
 from hadskip.run.points import RunContext, budget_seed
 from hadskip.run.run_dir import STAGE2_CKPT
@@ -64,6 +66,13 @@ def train_hadskip(ctx: RunContext) -> None:
             state.resume_from, state.resume_budget = STAGE2_CKPT, None
             ctx.save_state()
 
+    # distilling predictions only: the teacher's logits on every training row once, not a forward per step
+    teacher_logits = None
+    if not needs_teacher_states(stage3_settings):
+        teacher_logits = torch.from_numpy(
+            predict(teacher, data.train, runtime, settings.eval_batch_size, open_gates=True).logits
+        )
+
     if stage3_settings.homotopic:
         path = budget_path(ctx.num_layers, ctx.targets, stage3_settings.budget_step)
         stage2_weights = None
@@ -81,9 +90,8 @@ def train_hadskip(ctx: RunContext) -> None:
             student.load_state_dict(stage2_weights)
         seed = budget_seed(settings.seed, k)
         seed_everything(seed)
-        stats = fit(
-            student, stage3(stage3_settings, settings.gates, teacher, k), data.train, runtime, seed=seed
-        )
+        stage = stage3(stage3_settings, settings.gates, teacher, k, teacher_logits)
+        stats = fit(student, stage, data.train, runtime, seed=seed)
         state.train_seconds += stats.seconds
         if k not in ctx.targets:
             continue
