@@ -94,6 +94,20 @@ def local_dir_for(uri: str, scratch: str | Path | None = None) -> Path:
     return download_dir(uri, scratch)
 
 
+def move(src: str, dst: str) -> None:
+    """Move a file or a folder tree to `dst` (same filesystem): a rename locally; object stores, which
+    cannot rename a folder, copy it and delete the original."""
+    fs, path = resolve(src)
+    _, target = resolve(dst)
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem) or fs.get_file_info(path).type == pafs.FileType.File:
+        fs.move(path, target)
+        return
+    fs.create_dir(target, recursive=True)
+    pafs.copy_files(path, target, source_filesystem=fs, destination_filesystem=fs)
+    fs.delete_dir(path)
+
+
 def delete(uri: str) -> None:
     """Remove a file or a folder tree; nothing to do when it does not exist."""
     fs, path = resolve(uri)

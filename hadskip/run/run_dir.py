@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from hadskip.core.model import GatedModel
 from hadskip.results.schema import new_run_id
 
 RUN_FILES = ("results.parquet", "state.json", "config.json")  # the first two are results to protect
+REPLACED_PREFIX = ".replaced-"  # hidden folder an --overwrite keeps the earlier run in until it has a row
 STAGE2_CKPT = "checkpoints/stage2"  # HadSkip's gates after stage II
 EXITS_CKPT = "checkpoints/exits"  # the trained model of an exit method that serves every budget
 
@@ -56,6 +58,7 @@ class RunDir:
     """The output location; local work is published to it as soon as it is complete."""
 
     def __init__(self, uri: str):
+        # Nothing is created here: a run that fails its checks, or before its first row, leaves no trace.
         self.uri = str(uri)
         self.remote = storage.is_remote(self.uri)
         self.local = (
@@ -63,13 +66,31 @@ class RunDir:
             if self.remote
             else Path(storage.resolve(self.uri)[1])
         )
-        self.local.mkdir(parents=True, exist_ok=True)
 
     def child(self, rel: str) -> str:
         return storage.join(self.uri, rel)
 
     def holds_results(self) -> list[str]:
         return [name for name in RUN_FILES[:2] if storage.exists(self.child(name))]
+
+    def set_aside(self) -> str:
+        """Move an earlier run's files into a hidden folder under the location and return its URI: they
+        are deleted (`discard`) once the new run has its first row, or put back (`restore`) if it fails."""
+        aside = self.child(f"{REPLACED_PREFIX}{uuid.uuid4().hex[:8]}")
+        for name in (*RUN_FILES, "checkpoints"):
+            if storage.exists(self.child(name)):
+                storage.move(self.child(name), storage.join(aside, name))
+        return aside
+
+    def restore(self, aside: str) -> None:
+        for name in (*RUN_FILES, "checkpoints"):
+            if storage.exists(storage.join(aside, name)):
+                storage.delete(self.child(name))
+                storage.move(storage.join(aside, name), self.child(name))
+        storage.delete(aside)
+
+    def discard(self, aside: str) -> None:
+        storage.delete(aside)
 
     def publish_dir(self, rel: str) -> str:
         uri = self.child(rel)
@@ -90,6 +111,7 @@ class RunDir:
         local = self.local / rel
         tmp = local.with_name(local.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(tmp, tokenizer=tokenizer, metadata=meta)
         shutil.rmtree(local, ignore_errors=True)
         tmp.rename(local)
