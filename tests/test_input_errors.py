@@ -48,3 +48,32 @@ def test_a_checkpoint_whose_config_disagrees_on_the_layer_count_is_refused(tmp_p
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="num_hidden_layers=2 but hadskip.json has num_layers=4"):
         load(tmp_path / "ckpt")
+
+
+def test_an_empty_budget_item_is_an_error(tmp_path, tiny_model_dir, glue_dir, capsys):
+    argv = _argv(tiny_model_dir, glue_dir, tmp_path / "run", tmp_path / "cache", "--budgets", "3,,1.5")
+    err = _one_line_error(capsys, main(argv))
+    assert "--budgets '3,,1.5' must be a comma list of layer counts" in err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--tolerance", "nan"], "--tolerance nan:"),
+        (["--cpus-per-worker", "0"], "--cpus-per-worker 0.0: Input should be greater than 0"),
+        (["--smoke-test", "--cpus-per-worker", "0"], "--cpus-per-worker 0.0: Input should be greater than 0"),
+        (["--gpus-per-worker", "nan"], "--gpus-per-worker nan:"),
+        (["--budgets", "3,,1.5"], "--budgets '3,,1.5' must be a comma list"),
+    ],
+)
+def test_sweep_values_that_meant_nothing_are_errors(tmp_path, glue_dir, capsys, monkeypatch, extra, message):
+    import hadskip.sweep.driver
+    from hadskip.cli.sweep import main as sweep_main
+
+    def no_sweep(*args, **kwargs):
+        raise AssertionError("the sweep started")
+
+    monkeypatch.setattr(hadskip.sweep.driver, "run_sweep", no_sweep)
+    argv = ["--tasks", "cola", "--data-dir", str(glue_dir), "--results", str(tmp_path / "r"), *extra]
+    err = _one_line_error(capsys, sweep_main(argv))
+    assert message in err

@@ -21,6 +21,8 @@ from pathlib import Path
 from hadskip.cli.args import parse_budgets
 from hadskip.errors import HadSkipError
 
+FLAGS = {"trials_per_task": "trials-per-point"}  # SweepSettings fields whose flag has another name
+
 
 def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -104,7 +106,7 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
         overrides = SMOKE_OVERRIDES + overrides
         trials = min(trials, 2)
         tasks = tasks or SMOKE_TASKS
-        cpus = cpus or 0.75  # with the trial's 0.25: two trials at once on 2 cores
+        cpus = 0.75 if cpus is None else cpus  # with the trial's 0.25: two trials at once on 2 cores
         name = name if name != "glue-sweep" else f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
     if trials < 1:
         raise HadSkipError(f"--trials-per-point {trials} must be at least 1")
@@ -117,7 +119,7 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
         data_dir=data_dir,
         trials_per_task=trials,
         workers_per_trial=args.workers_per_trial,
-        cpus_per_worker=cpus or 1.0,
+        cpus_per_worker=1.0 if cpus is None else cpus,
         gpus_per_worker=args.gpus_per_worker,
         max_concurrent=args.max_concurrent,
         storage=args.storage,
@@ -151,9 +153,9 @@ def main(argv: list[str] | None = None, default_data_dir: Path | None = None) ->
         return 2
     except ValidationError as err:
         first = err.errors()[0]
-        print(
-            f"glue_sweep: error: --{first['loc'][0]} {first.get('input')!r}: {first['msg']}", file=sys.stderr
-        )
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        flag = FLAGS.get(field, field.replace("_", "-"))
+        print(f"glue_sweep: error: --{flag} {first.get('input')!r}: {first['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"glue_sweep: interrupted; continue with --name {args.name} --resume", file=sys.stderr)

@@ -47,14 +47,16 @@ class SweepSettings(BaseModel):
     data_dir: str | None = None
     trials_per_task: int = Field(8, ge=1)
     workers_per_trial: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0, allow_inf_nan=False)
+    gpus_per_worker: float = Field(0.0, ge=0, allow_inf_nan=False)
     max_concurrent: int | None = Field(None, ge=1)
     storage: str = "sweep-state"  # Tune state, trial runs, stage I cache (a path or a URI)
     results: str = "results"  # the Parquet dataset (a path or a URI)
     address: str | None = None  # None: start a local Ray; "auto" or ray://...: join a cluster
     resume: bool = False
-    tolerance: float = Field(0.25, ge=0)  # a point is valid when mean layers <= budget + tolerance
+    tolerance: float = Field(
+        0.25, ge=0, allow_inf_nan=False
+    )  # a point is valid when mean layers <= budget + tolerance
     scheduler: Literal["asha", "fifo"] = "asha"
     max_failures: int = Field(1, ge=0)  # Ray Train restarts of a trial whose worker died
     overrides: list[str] = []  # --set for every run (stage I and the fixed parts of stage III)
