@@ -77,3 +77,14 @@ def test_sweep_values_that_meant_nothing_are_errors(tmp_path, glue_dir, capsys, 
     argv = ["--tasks", "cola", "--data-dir", str(glue_dir), "--results", str(tmp_path / "r"), *extra]
     err = _one_line_error(capsys, sweep_main(argv))
     assert message in err
+
+
+def test_tasks_all_names_the_tasks_it_leaves_out(tmp_path, caplog):
+    from conftest import write_synthetic_glue
+
+    from hadskip.sweep.settings import resolve_tasks
+
+    glue = write_synthetic_glue(tmp_path / "glue", rows=8)  # QNLI: a dev split and no train split
+    with caplog.at_level("WARNING"):
+        assert resolve_tasks("all", str(glue)) == ["cola", "sst2", "mrpc"]
+    assert "leaving out qnli (no train split)" in caplog.text

@@ -332,17 +332,25 @@ def dev_split_names(task: str | Task) -> list[str]:
 
 
 def available_tasks(data_dir: str | Path | None) -> list[str]:
-    """Tasks with both a train and a primary dev split in `data_dir` (all tasks for the hub)."""
+    """Tasks with both a train and a primary dev split in `data_dir` (all tasks for the hub). A task with
+    only one of the two is left out with a warning that names it: it is not silently part of "all"."""
     if data_dir is None:
         return list(TASKS)
-    found = []
+    found, partial = [], []
     for task in TASKS.values():
-        try:
-            _split_file(task, "train", Path(data_dir))
-            _split_file(task, "dev", Path(data_dir))
-        except DataError:
-            continue
-        found.append(task.name)
+        has = {}
+        for split in ("train", "dev"):
+            try:
+                _split_file(task, split, Path(data_dir))
+                has[split] = True
+            except DataError:
+                has[split] = False
+        if all(has.values()):
+            found.append(task.name)
+        elif any(has.values()):
+            partial.append(f"{task.name} (no {'train' if not has['train'] else 'dev'} split)")
+    if partial:
+        log.warning("data dir %s: leaving out %s", data_dir, ", ".join(partial))
     return found
 
 
