@@ -80,3 +80,23 @@ def test_overwrite_replaces_the_earlier_run_at_its_first_row(tmp_path, tiny_mode
     # at the first row the earlier files are gone (none hidden either), the new row and settings are there
     assert seen == [["config.json", "results.parquet", "state.json"]]
     assert read_results(out / "results.parquet")["method"].tolist() == ["full"]
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, tiny_model_dir, glue_dir, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (tmp_path / "fresh", empty):
+        assert main(_argv(tiny_model_dir, glue_dir, out, tmp_path / "cache", "--resume")) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--resume: nothing to resume in {out}" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "fresh").exists() and not any(empty.iterdir())
+
+
+def test_resume_without_state_says_the_run_cannot_be_resumed(tmp_path, tiny_model_dir, glue_dir, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.parquet").write_bytes(b"precious")
+    assert main(_argv(tiny_model_dir, glue_dir, out, tmp_path / "cache", "--resume")) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{out} cannot be resumed (no state.json" in err and "--resume to" not in err
+    assert (out / "results.parquet").read_bytes() == b"precious"

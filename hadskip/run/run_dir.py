@@ -17,6 +17,7 @@ from pathlib import Path
 from hadskip import storage
 from hadskip.config import migrate
 from hadskip.core.model import GatedModel
+from hadskip.errors import ConfigError
 from hadskip.results.schema import new_run_id
 
 RUN_FILES = ("results.parquet", "state.json", "config.json")  # the first two are results to protect
@@ -52,6 +53,24 @@ class RunState:
     @classmethod
     def from_json(cls, raw: bytes) -> RunState:
         return cls(**json.loads(raw))
+
+
+def resume_state(run: RunDir, settings: dict) -> RunState:
+    """The state to continue from in `run`, after checking the run can be continued with `settings`."""
+    if not storage.exists(run.child("state.json")):
+        if run.holds_results():
+            raise ConfigError(
+                f"{run.uri} cannot be resumed (no state.json beside results.parquet); pass --overwrite to "
+                "replace it, or choose another --output"
+            )
+        raise ConfigError(f"--resume: nothing to resume in {run.uri} (no run was started there)")
+    state = RunState.from_json(storage.read_bytes(run.child("state.json")))
+    saved = json.loads(storage.read_bytes(run.child("config.json")))
+    if semantic_settings(saved) != semantic_settings(settings):
+        raise ConfigError(
+            f"{run.uri} was started with other settings; resume with the same ones or --overwrite"
+        )
+    return state
 
 
 class RunDir:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 
-from hadskip import storage
 from hadskip.config import RunSettings, check_budgets
 from hadskip.core.runtime import Runtime, pick_device
 from hadskip.data.tasks import get_task
-from hadskip.errors import ConfigError, OutputExistsError
+from hadskip.errors import OutputExistsError
 from hadskip.registry import FULL, check_serves
 from hadskip.results.io import write_table
 from hadskip.results.schema import ResultRow
@@ -25,7 +24,7 @@ from hadskip.run.backbone import num_layers_of, resolve_model_source
 from hadskip.run.exit_run import train_exit_method
 from hadskip.run.hadskip_walk import train_hadskip
 from hadskip.run.points import PointCallback, RunContext
-from hadskip.run.run_dir import RunDir, RunState, semantic_settings
+from hadskip.run.run_dir import RunDir, RunState, resume_state
 from hadskip.run.stage1 import default_cache_dir, ensure_stage1, full_row
 from hadskip.run.task_data import load_task_data
 
@@ -59,13 +58,8 @@ def train_run(
     run = RunDir(output)
     existing = run.holds_results()
     state = RunState()
-    if existing and resume and storage.exists(run.child("state.json")):
-        state = RunState.from_json(storage.read_bytes(run.child("state.json")))
-        saved = json.loads(storage.read_bytes(run.child("config.json")))
-        if semantic_settings(saved) != semantic_settings(json.loads(settings.model_dump_json())):
-            raise ConfigError(
-                f"{output} was started with other settings; resume with the same ones or --overwrite"
-            )
+    if resume:
+        state = resume_state(run, json.loads(settings.model_dump_json()))
     elif existing and not overwrite:
         raise OutputExistsError(
             f"{output} already holds results ({', '.join(existing)}); pass --overwrite to replace them, "
@@ -73,7 +67,7 @@ def train_run(
         )
     # --overwrite: the earlier run is kept aside until this one has its first row, and put back if it
     # fails before that
-    aside = run.set_aside() if existing and overwrite and runtime.is_main else None
+    aside = run.set_aside() if existing and overwrite and not resume and runtime.is_main else None
     rows = [ResultRow(**r) for r in state.rows]
     done = {(r.method, r.budget) for r in rows}
     published = False
