@@ -36,6 +36,24 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def unwritable_dir(uri: str) -> str | None:
+    """Why a folder cannot be made or written at `uri`, or None when it can (shared storage is not
+    checked here: its permissions show at the first write)."""
+    if is_remote(uri):
+        return None
+    path = Path(resolve(uri)[1])
+    if path.exists() and not path.is_dir():
+        return "it is an existing file, not a folder"
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
+
+
 def makedirs(uri: str) -> None:
     fs, path = resolve(uri)
     fs.create_dir(path, recursive=True)

@@ -64,13 +64,35 @@ def resume_state(run: RunDir, settings: dict) -> RunState:
                 "replace it, or choose another --output"
             )
         raise ConfigError(f"--resume: nothing to resume in {run.uri} (no run was started there)")
-    state = RunState.from_json(storage.read_bytes(run.child("state.json")))
-    saved = json.loads(storage.read_bytes(run.child("config.json")))
+    state = _read_saved(run, "state.json", RunState.from_json)
+    saved = _read_saved(run, "config.json", json.loads)
+    if not isinstance(saved, dict):
+        raise ConfigError(
+            f"{run.child('config.json')} is damaged (not a settings object); the run in {run.uri} cannot be "
+            "resumed (--overwrite replaces it)"
+        )
     if semantic_settings(saved) != semantic_settings(settings):
         raise ConfigError(
             f"{run.uri} was started with other settings; resume with the same ones or --overwrite"
         )
     return state
+
+
+def _read_saved(run: RunDir, name: str, parse):
+    """A file a resumed run needs, parsed; missing or damaged is a one-line error naming it."""
+    uri = run.child(name)
+    if not storage.exists(uri):
+        raise ConfigError(
+            f"{uri} is missing; the run in {run.uri} cannot be resumed (--overwrite replaces it)"
+        )
+    try:
+        return parse(storage.read_bytes(uri))
+    except (ValueError, TypeError, UnicodeDecodeError) as err:  # truncated, not UTF-8, unknown keys
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ConfigError(
+            f"{uri} is damaged ({type(err).__name__}: {reason}); the run in {run.uri} cannot be resumed "
+            "(--overwrite replaces it)"
+        ) from None
 
 
 class RunDir:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from hadskip import storage
 from hadskip.config import RunSettings, check_budgets
 from hadskip.core.runtime import Runtime, pick_device
 from hadskip.data.tasks import get_task
-from hadskip.errors import OutputExistsError
+from hadskip.errors import ConfigError, OutputExistsError
 from hadskip.registry import FULL, check_serves
 from hadskip.results.io import write_table
 from hadskip.results.schema import ResultRow
@@ -55,6 +56,9 @@ def train_run(
     # Every input check (data folder and splits, tokenizer) runs before anything in `output` is touched.
     data = load_task_data(settings, source)
 
+    problem = storage.unwritable_dir(output)
+    if problem:
+        raise ConfigError(f"--output {output!r} cannot hold a run: {problem}")
     run = RunDir(output)
     existing = run.holds_results()
     state = RunState()

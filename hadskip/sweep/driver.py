@@ -271,6 +271,10 @@ def _default_concurrency(sweep: SweepSettings) -> int:
 
 def check_new_or_resume(sweep: SweepSettings) -> None:
     """A sweep name already used refuses to start again without --resume: nothing written is replaced."""
+    for flag, uri in (("--storage", sweep.storage), ("--results", sweep.results)):
+        problem = storage.unwritable_dir(uri)
+        if problem:
+            raise ConfigError(f"{flag} {uri!r} cannot be used: {problem}")
     exists = storage.exists(sweep.root)
     if exists and not sweep.resume:
         raise ConfigError(
