@@ -198,7 +198,7 @@ def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
 
     files = sorted((tmp_path / "results").rglob("*.parquet"))
     assert all(pq.read_schema(f).equals(SCHEMA, check_metadata=False) for f in files)
-    assert {f.parent.parent.name for f in files} == {"task=cola", "task=mrpc"}
+    assert {f.parent.parent.name for f in files} == {"cola", "mrpc"}
     df = read_results(tmp_path / "results")
     assert (df.sweep_id == "smoke").all() and (df.git_commit.notna()).all()
     full = df[df.method == "full"]
@@ -281,10 +281,10 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_d
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    results = tmp_path / "results" / "task=cola"
+    results = tmp_path / "results" / "cola"
     deadline = time.time() + 300
     try:
-        while time.time() < deadline and len(list(results.glob("budget=3/*.parquet"))) < 1:
+        while time.time() < deadline and len(list(results.glob("budget-3/*.parquet"))) < 1:
             assert proc.poll() is None, "the sweep ended before it could be killed"
             time.sleep(0.5)
     finally:

@@ -6,7 +6,7 @@
     python sweeps/glue_sweep.py ... --name NAME --resume                    # continue an interrupted sweep
 
 Without --address it starts a local Ray on this machine; --address auto joins a cluster (`ray up
-cluster/config.yaml`). Results: a Parquet dataset under --results (task=<t>/budget=<b>/<trial>.parquet),
+cluster/config.yaml`). Results: a Parquet dataset under --results (<task>/budget-<b>/<trial>.parquet),
 readable while the sweep runs; the best point per task and budget is printed at the end.
 """
 

@@ -40,8 +40,23 @@ def write_table(rows: list[ResultRow | dict[str, Any]], uri: str) -> None:
 
 
 def point_file(root: str, row: ResultRow, name: str) -> str:
-    """Where a sweep point lives: <root>/task=<task>/budget=<budget>/<name>.parquet."""
+    """Where a sweep point lives: <root>/<task>/budget-<budget>/<name>.parquet.
+
+    The folder names are not hive `key=value` pairs on purpose: every file holds `task` and `budget`
+    columns, and a hive-partitioned reader (pandas.read_parquet, pyarrow.dataset with "hive", DuckDB with
+    hive_partitioning, polars) would add the same names from the path with another type and fail.
+    """
+    return storage.join(str(root), row.task, f"budget-{row.budget:g}", f"{name}.parquet")
+
+
+def legacy_point_file(root: str, row: ResultRow, name: str) -> str:
+    """Where sweeps before the layout change wrote a point: <root>/task=<task>/budget=<budget>/..."""
     return storage.join(str(root), f"task={row.task}", f"budget={row.budget:g}", f"{name}.parquet")
+
+
+def point_exists(root: str, row: ResultRow, name: str) -> bool:
+    """Whether a point is written, in either layout (a sweep resumed across the change is not repeated)."""
+    return any(storage.exists(f(root, row, name)) for f in (point_file, legacy_point_file))
 
 
 def write_point(root: str, row: ResultRow, name: str) -> str:

@@ -22,7 +22,7 @@ from hadskip import storage
 from hadskip.config import check_budgets
 from hadskip.errors import ConfigError, HadSkipError
 from hadskip.registry import FULL, METHODS, Dimension
-from hadskip.results.io import point_file, read_results, write_point
+from hadskip.results.io import point_exists, read_results, write_point
 from hadskip.results.tables import best_points
 from hadskip.run.backbone import num_layers_of, resolve_model_source
 from hadskip.run.stage1 import cached_info, full_row, stage1_key
@@ -184,7 +184,7 @@ def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
     if info is not None:
         name = full_point_name(sweep, stage1_key(settings, source))
         row = tag(full_row(settings, info, num_layers, run_id=name), sweep, name, task)
-        if not storage.exists(point_file(sweep.results, row, name)):
+        if not point_exists(sweep.results, row, name):
             write_point(sweep.results, row, name)
         return
     log.info("%s: stage I (fine-tuning the full model; shared by every trial)", task)
