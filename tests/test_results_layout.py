@@ -8,8 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hadskip.config import RunSettings
-from hadskip.results import make_row, read_results, write_point
-point_exists = None
+from hadskip.results import make_row, point_exists, read_results, write_point
 from hadskip.results.io import rows_to_table
 
 KEYS = ["run_id", "task", "method", "budget", "metric", "mean_layers"]
