@@ -144,12 +144,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's single-machine mode when "0"
+
+
+def _loopback_only() -> None:
+    """Keep every port of the embedded local Ray on 127.0.0.1.
+
+    Ray 2.60 rewrites `_node_ip_address="127.0.0.1"` to the machine's routable address
+    (`services.resolve_ip_for_localhost`), and its GCS, raylet and object manager then listen on every
+    interface. Only its single-machine mode (the macOS/Windows default, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`)
+    resolves the node to loopback. Ray reads that flag when it is imported, so the module constant is set
+    too for a Ray imported earlier (private API: this function is the only place that touches it). An
+    explicit value of the variable is left alone.
+    """
+    if os.environ.setdefault(LOOPBACK_VAR, "0") != "0":
+        return
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     """Join the cluster at --address, or start a private local Ray (the embedded default).
 
-    The local Ray keeps its dashboard on 127.0.0.1 (Ray Train frees the workers of ASHA-stopped trials through
-    the state API, which needs it) and points the state API at it explicitly, so a stale Ray left by another
-    process on this machine is never picked up.
+    The local Ray binds to 127.0.0.1 only (`_loopback_only`), keeps its dashboard there (Ray Train frees
+    the workers of ASHA-stopped trials through the state API, which needs it) and points the state API at
+    it explicitly, so a stale Ray left by another process on this machine is never picked up.
     """
     import ray
 
@@ -160,6 +180,7 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     if sweep.address:
         ray.init(address=sweep.address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
+    _loopback_only()
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
@@ -170,6 +191,7 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
         dashboard_port=port,
         log_to_driver=True,
         runtime_env={"env_vars": env},
+        _node_ip_address="127.0.0.1",
     )
 
 
