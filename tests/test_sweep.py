@@ -144,7 +144,8 @@ def test_best_points_skip_over_budget_and_failed_points(tmp_path):
         (["--tasks", "cola", "--budgets", "2,x"], "--budgets '2,x' must be a comma list"),
         (["--tasks", "cola", "--trials-per-point", "0"], "--trials-per-point 0 must be at least 1"),
         (["--tasks", "cola", "--set", "stage3.bta=1"], "unknown setting 'stage3.bta'"),
-        (["--tasks", "cola", "--resume"], "--resume: no sweep 'glue-sweep'"),
+        (["--tasks", "cola", "--resume"], "--resume: no sweep under"),
+        (["--tasks", "cola", "--resume", "--name", "glue-sweep"], "--resume: no sweep 'glue-sweep'"),
         (["--tasks", "cola", "--name", "a b"], "--name 'a b'"),
     ],
 )

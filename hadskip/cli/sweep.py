@@ -58,7 +58,11 @@ def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParse
     )
     p.add_argument("--results", default="results", help="Parquet results dataset: a path or a URI")
     p.add_argument("--address", help="Ray cluster to join ('auto' on a `ray up` head node); default local")
-    p.add_argument("--name", default="glue-sweep", help="sweep name (its state folder, studies and sweep_id)")
+    p.add_argument(
+        "--name",
+        help="sweep name (its state folder, studies and sweep_id); default glue-sweep, or with --resume the "
+        "sweep last started under --storage",
+    )
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after an interruption")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
     p.add_argument(
@@ -95,23 +99,25 @@ def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParse
 
 def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None = None):
     from hadskip.results.schema import new_run_id
-    from hadskip.sweep.settings import SMOKE_OVERRIDES, SMOKE_TASKS, SweepSettings, resolve_tasks
+    from hadskip.sweep.settings import SMOKE_OVERRIDES, SMOKE_TASKS, SweepSettings, last_sweep, resolve_tasks
 
     default = str(default_data_dir) if default_data_dir is not None and default_data_dir.is_dir() else None
     data_dir = args.data_dir or default
     overrides = list(args.overrides)
     trials, name = args.trials_per_point, args.name
+    if name is None and args.resume:  # the sweep last started here (the smoke test's random name too)
+        name = last_sweep(args.storage)
     tasks, cpus = args.tasks, args.cpus_per_worker
     if args.smoke_test:
         overrides = SMOKE_OVERRIDES + overrides
         trials = min(trials, 2)
         tasks = tasks or SMOKE_TASKS
         cpus = 0.75 if cpus is None else cpus  # with the trial's 0.25: two trials at once on 2 cores
-        name = name if name != "glue-sweep" else f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
+        name = name or f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
     if trials < 1:
         raise HadSkipError(f"--trials-per-point {trials} must be at least 1")
     return SweepSettings(
-        name=name,
+        name=name or "glue-sweep",
         tasks=resolve_tasks(tasks or "cola,mrpc", data_dir),
         budgets=parse_budgets(args.budgets),
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None, default_data_dir: Path | None = None) ->
 
     from hadskip.sweep.driver import format_best, run_sweep
 
+    sweep = None
     try:
         sweep = settings_from_args(args, default_data_dir)
         best = run_sweep(sweep, num_cpus=args.num_cpus)
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None, default_data_dir: Path | None = None) ->
         print(f"glue_sweep: error: --{flag} {first.get('input')!r}: {first['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"glue_sweep: interrupted; continue with --name {args.name} --resume", file=sys.stderr)
+        name = sweep.name if sweep is not None else args.name
+        print(f"glue_sweep: interrupted; continue with --name {name} --resume", file=sys.stderr)
         return 130
     print(
         f"\nbest point per task and budget (sweep {sweep.name}; valid: mean layers <= budget + "

@@ -27,7 +27,7 @@ from hadskip.results.tables import best_points
 from hadskip.run.backbone import num_layers_of, resolve_model_source
 from hadskip.run.stage1 import cached_info, full_row, stage1_key
 from hadskip.sweep.rows import full_point_name, point_name, tag, unfinished_rows
-from hadskip.sweep.settings import SweepSettings, sweep_seed, trial_settings
+from hadskip.sweep.settings import SweepSettings, sweep_seed, sweeps_under, trial_settings
 from hadskip.sweep.worker import DIVERGED, METRIC, TIME_ATTR, worker_loop
 from hadskip.tables import Column, text_table
 
@@ -304,7 +304,11 @@ def check_new_or_resume(sweep: SweepSettings) -> None:
             "or choose another --name"
         )
     if not exists and sweep.resume:
-        raise ConfigError(f"--resume: no sweep {sweep.name!r} under {sweep.storage} to continue")
+        there = sweeps_under(sweep.storage)
+        raise ConfigError(
+            f"--resume: no sweep {sweep.name!r} under {sweep.storage} to continue; "
+            + (f"sweeps there: {', '.join(there)}" if there else "no sweep there at all")
+        )
 
 
 def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):

@@ -7,6 +7,7 @@ the search.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from hadskip.config import RunSettings, build_settings
 from hadskip.data.tasks import TASKS, available_tasks, get_task
 from hadskip.errors import ConfigError
 from hadskip.registry import METHODS, Dimension, serves
+
+log = logging.getLogger(__name__)
 
 OVER_BUDGET_SCORE = -1.0  # an over-budget point counts as this, below any metric a feasible point can have
 
@@ -114,6 +117,42 @@ class SweepSettings(BaseModel):
     def pairs(self) -> list[tuple[str, str]]:
         """(task, method) pairs the sweep runs: a method that cannot serve a regression task skips it."""
         return [(t, m) for t in self.tasks for m in self.methods if serves(m, get_task(t).is_regression)]
+
+
+def sweeps_under(storage_uri: str) -> list[str]:
+    """Names of the sweeps under a --storage location, the last started (newest sweep.json) first."""
+    fs, path = storage.resolve(storage_uri)
+    if fs.get_file_info(path).type != storage.pafs.FileType.Directory:
+        return []
+    folders = [
+        f
+        for f in fs.get_file_info(storage.pafs.FileSelector(path))
+        if f.type == storage.pafs.FileType.Directory
+    ]
+    found = []
+    for folder in folders:
+        info = fs.get_file_info(f"{folder.path}/sweep.json")
+        if info.type == storage.pafs.FileType.File:
+            found.append((info.mtime_ns or 0, folder.base_name))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def last_sweep(storage_uri: str) -> str:
+    """The sweep --resume continues when no --name is given: the last one started under --storage."""
+    names = sweeps_under(storage_uri)
+    if not names:
+        raise ConfigError(
+            f"--resume: no sweep under {storage_uri} to continue (no <name>/sweep.json there); "
+            "start one without --resume, or pass the --storage it used"
+        )
+    if len(names) > 1:
+        log.info(
+            "--resume: continuing %s, the last sweep started under %s (also there: %s)",
+            names[0],
+            storage_uri,
+            ", ".join(names[1:]),
+        )
+    return names[0]
 
 
 def resolve_tasks(spec: str, data_dir: str | None) -> list[str]:
