@@ -291,7 +291,7 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_d
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, like kill -9 of all
         proc.wait()
-    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.parquet") if "budget=4" not in str(p)}
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.parquet") if "budget-4" not in str(p)}
     assert before, "no point was written before the kill"
 
     done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600)
