@@ -36,6 +36,24 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def unwritable_dir(uri: str) -> str | None:
+    """Why a folder cannot be made or written at `uri`, or None when it can (shared storage is not
+    checked here: its permissions show at the first write)."""
+    if is_remote(uri):
+        return None
+    path = Path(resolve(uri)[1])
+    if path.exists() and not path.is_dir():
+        return "it is an existing file, not a folder"
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
+
+
 def makedirs(uri: str) -> None:
     fs, path = resolve(uri)
     fs.create_dir(path, recursive=True)
@@ -92,6 +110,20 @@ def local_dir_for(uri: str, scratch: str | Path | None = None) -> Path:
         return Path(resolve(uri)[1])
     scratch = Path(scratch or tempfile.gettempdir()) / f"hadskip-{uuid.uuid4().hex[:8]}"
     return download_dir(uri, scratch)
+
+
+def move(src: str, dst: str) -> None:
+    """Move a file or a folder tree to `dst` (same filesystem): a rename locally; object stores, which
+    cannot rename a folder, copy it and delete the original."""
+    fs, path = resolve(src)
+    _, target = resolve(dst)
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem) or fs.get_file_info(path).type == pafs.FileType.File:
+        fs.move(path, target)
+        return
+    fs.create_dir(target, recursive=True)
+    pafs.copy_files(path, target, source_filesystem=fs, destination_filesystem=fs)
+    fs.delete_dir(path)
 
 
 def delete(uri: str) -> None:

@@ -43,3 +43,16 @@ def test_a_broken_cluster_config_is_a_one_line_error(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as err:
         validate_cluster_config(bad)
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_cluster_installs_are_constrained_to_the_tested_versions():
+    from importlib.metadata import version
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    pip = [c for c in raw["setup_commands"] if "pip install" in c]
+    assert pip and all("-c /home/ubuntu/hadskip/constraints.txt" in c for c in pip)
+    lines = (CONFIG.parents[1] / "constraints.txt").read_text().splitlines()
+    assert lines[0].startswith("# ") and "pip freeze --exclude-editable" in lines[0]
+    pins = dict(line.split("==", 1) for line in lines[1:])
+    assert pins["ray"] == version("ray") and pins["torch"] == version("torch").split("+")[0]
+    assert not any(name.lower() == "hadskip" for name in pins)

@@ -58,7 +58,7 @@ def test_write_and_read_a_file(tmp_path):
 def test_dataset_folder_reads_complete_files_only(tmp_path):
     write_point(str(tmp_path), _row(), "trial1-b3")
     write_point(str(tmp_path), _row(task="mrpc", budget=1.5), "trial1-b1.5")
-    part = tmp_path / "task=cola" / "budget=3"
+    part = tmp_path / "cola" / "budget-3"
     assert (part / "trial1-b3.parquet").is_file()
     (part / ".tmp-half-written").write_bytes(b"PAR1 partial")  # a writer that died mid-file
     t = read_table(str(tmp_path))

@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "baselines": {"errors", "config", "data", "core", "registry"},
     "results": {"errors", "config", "data", "registry", "storage", "tables"},
     "run": {"errors", "config", "data", "core", "baselines", "registry", "results", "storage"},
-    "checkpoint": {"core", "baselines"},
+    "checkpoint": {"errors", "core", "baselines"},
     "sweep": {"errors", "config", "data", "core", "registry", "results", "run", "storage", "tables"},
     "cli": {
         "errors",

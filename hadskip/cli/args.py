@@ -8,9 +8,11 @@ from hadskip.errors import ConfigError
 
 
 def comma_list(text: str, flag: str, kind: Callable[[str], object], what: str, example: str) -> list:
-    """`text` split on commas, each item converted by `kind`; nothing parsable is a one-line error."""
+    """`text` split on commas, each item converted by `kind`; an empty or unparsable item is a one-line
+    error (an empty one is a typo, not an item to drop)."""
+    items = text.split(",")
     try:
-        values = [kind(x) for x in text.split(",") if x.strip()]
+        values = [kind(x) for x in items] if all(x.strip() for x in items) else []
     except ValueError:
         values = []
     if not values:

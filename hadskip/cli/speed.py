@@ -34,13 +34,19 @@ def run(args: argparse.Namespace) -> int:
     from hadskip.data.tasks import get_task, load_split
 
     batch_sizes = positive_ints(args.batch_sizes, "--batch-sizes")
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats {args.repeats} must be at least 1")
+    for flag, value in (
+        ("--repeats", args.repeats),
+        ("--max-rows", args.max_rows),
+        ("--max-length", args.max_length),
+        ("--threads", args.threads),
+    ):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value} must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ConfigError(f"--device {args.device!r} is not one of cpu, cuda")
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load(args.checkpoint)
     if model.tokenizer is None:

@@ -6,7 +6,7 @@
     python sweeps/glue_sweep.py ... --name NAME --resume                    # continue an interrupted sweep
 
 Without --address it starts a local Ray on this machine; --address auto joins a cluster (`ray up
-cluster/config.yaml`). Results: a Parquet dataset under --results (task=<t>/budget=<b>/<trial>.parquet),
+cluster/config.yaml`). Results: a Parquet dataset under --results (<task>/budget-<b>/<trial>.parquet),
 readable while the sweep runs; the best point per task and budget is printed at the end.
 """
 
@@ -20,6 +20,8 @@ from pathlib import Path
 
 from hadskip.cli.args import parse_budgets
 from hadskip.errors import HadSkipError
+
+FLAGS = {"trials_per_task": "trials-per-point"}  # SweepSettings fields whose flag has another name
 
 
 def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParser:
@@ -56,7 +58,11 @@ def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParse
     )
     p.add_argument("--results", default="results", help="Parquet results dataset: a path or a URI")
     p.add_argument("--address", help="Ray cluster to join ('auto' on a `ray up` head node); default local")
-    p.add_argument("--name", default="glue-sweep", help="sweep name (its state folder, studies and sweep_id)")
+    p.add_argument(
+        "--name",
+        help="sweep name (its state folder, studies and sweep_id); default glue-sweep, or with --resume the "
+        "sweep last started under --storage",
+    )
     p.add_argument("--resume", action="store_true", help="continue the sweep --name after an interruption")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
     p.add_argument(
@@ -93,23 +99,25 @@ def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParse
 
 def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None = None):
     from hadskip.results.schema import new_run_id
-    from hadskip.sweep.settings import SMOKE_OVERRIDES, SMOKE_TASKS, SweepSettings, resolve_tasks
+    from hadskip.sweep.settings import SMOKE_OVERRIDES, SMOKE_TASKS, SweepSettings, last_sweep, resolve_tasks
 
     default = str(default_data_dir) if default_data_dir is not None and default_data_dir.is_dir() else None
     data_dir = args.data_dir or default
     overrides = list(args.overrides)
     trials, name = args.trials_per_point, args.name
+    if name is None and args.resume:  # the sweep last started here (the smoke test's random name too)
+        name = last_sweep(args.storage)
     tasks, cpus = args.tasks, args.cpus_per_worker
     if args.smoke_test:
         overrides = SMOKE_OVERRIDES + overrides
         trials = min(trials, 2)
         tasks = tasks or SMOKE_TASKS
-        cpus = cpus or 0.75  # with the trial's 0.25: two trials at once on 2 cores
-        name = name if name != "glue-sweep" else f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
+        cpus = 0.75 if cpus is None else cpus  # with the trial's 0.25: two trials at once on 2 cores
+        name = name or f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
     if trials < 1:
         raise HadSkipError(f"--trials-per-point {trials} must be at least 1")
     return SweepSettings(
-        name=name,
+        name=name or "glue-sweep",
         tasks=resolve_tasks(tasks or "cola,mrpc", data_dir),
         budgets=parse_budgets(args.budgets),
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
@@ -117,7 +125,7 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
         data_dir=data_dir,
         trials_per_task=trials,
         workers_per_trial=args.workers_per_trial,
-        cpus_per_worker=cpus or 1.0,
+        cpus_per_worker=1.0 if cpus is None else cpus,
         gpus_per_worker=args.gpus_per_worker,
         max_concurrent=args.max_concurrent,
         storage=args.storage,
@@ -141,6 +149,7 @@ def main(argv: list[str] | None = None, default_data_dir: Path | None = None) ->
 
     from hadskip.sweep.driver import format_best, run_sweep
 
+    sweep = None
     try:
         sweep = settings_from_args(args, default_data_dir)
         best = run_sweep(sweep, num_cpus=args.num_cpus)
@@ -151,12 +160,13 @@ def main(argv: list[str] | None = None, default_data_dir: Path | None = None) ->
         return 2
     except ValidationError as err:
         first = err.errors()[0]
-        print(
-            f"glue_sweep: error: --{first['loc'][0]} {first.get('input')!r}: {first['msg']}", file=sys.stderr
-        )
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        flag = FLAGS.get(field, field.replace("_", "-"))
+        print(f"glue_sweep: error: --{flag} {first.get('input')!r}: {first['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"glue_sweep: interrupted; continue with --name {args.name} --resume", file=sys.stderr)
+        name = sweep.name if sweep is not None else args.name
+        print(f"glue_sweep: interrupted; continue with --name {name} --resume", file=sys.stderr)
         return 130
     print(
         f"\nbest point per task and budget (sweep {sweep.name}; valid: mean layers <= budget + "

@@ -237,6 +237,15 @@ def _field(row: list[str], key: str | int, cols: dict[str, int]) -> str:
 
 def read_tsv(task: Task, path: Path) -> Split:
     """Read a GLUE TSV with quoting off (GLUE text holds stray quotes); MRPC's BOM is dropped."""
+    try:
+        return _read_tsv(task, path)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); GLUE splits are UTF-8 TSV files"
+        ) from None
+
+
+def _read_tsv(task: Task, path: Path) -> Split:
     layout = task.tsv
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     text_a, text_b, labels = [], [], []
@@ -279,14 +288,28 @@ def _from_columns(task: Task, columns: dict[str, list], source: str) -> Split:
     if missing:
         raise DataError(f"{source}: missing column(s) {', '.join(missing)} (has: {', '.join(columns)})")
     labels = columns["label"]
-    if not task.is_regression and any(lbl is None or not 0 <= int(lbl) < task.num_labels for lbl in labels):
-        raise DataError(f"{source}: labels must be 0..{task.num_labels - 1} (unlabelled test split?)")
+    accepted = "numbers" if task.is_regression else f"0..{task.num_labels - 1} (integers)"
+    bad = [i for i, lbl in enumerate(labels) if not _numeric_label(task, lbl)]
+    if bad:
+        raise DataError(
+            f"{source}: row {bad[0]} has label {labels[bad[0]]!r}; labels must be {accepted} "
+            "(unlabelled test split, or text labels?)"
+        )
     return Split(
         [str(t) for t in columns[key_a]],
         None if key_b is None else [str(t) for t in columns[key_b]],
         _labels_array(task, labels),
         source,
     )
+
+
+def _numeric_label(task: Task, label: object) -> bool:
+    """A class id in range (integral, not a string or a bool), or any number for regression."""
+    if isinstance(label, bool) or not isinstance(label, int | float | np.integer | np.floating):
+        return False
+    if task.is_regression:
+        return bool(np.isfinite(label))
+    return float(label).is_integer() and 0 <= int(label) < task.num_labels
 
 
 def read_parquet(task: Task, path: Path) -> Split:
@@ -332,17 +355,25 @@ def dev_split_names(task: str | Task) -> list[str]:
 
 
 def available_tasks(data_dir: str | Path | None) -> list[str]:
-    """Tasks with both a train and a primary dev split in `data_dir` (all tasks for the hub)."""
+    """Tasks with both a train and a primary dev split in `data_dir` (all tasks for the hub). A task with
+    only one of the two is left out with a warning that names it: it is not silently part of "all"."""
     if data_dir is None:
         return list(TASKS)
-    found = []
+    found, partial = [], []
     for task in TASKS.values():
-        try:
-            _split_file(task, "train", Path(data_dir))
-            _split_file(task, "dev", Path(data_dir))
-        except DataError:
-            continue
-        found.append(task.name)
+        has = {}
+        for split in ("train", "dev"):
+            try:
+                _split_file(task, split, Path(data_dir))
+                has[split] = True
+            except DataError:
+                has[split] = False
+        if all(has.values()):
+            found.append(task.name)
+        elif any(has.values()):
+            partial.append(f"{task.name} (no {'train' if not has['train'] else 'dev'} split)")
+    if partial:
+        log.warning("data dir %s: leaving out %s", data_dir, ", ".join(partial))
     return found
 
 

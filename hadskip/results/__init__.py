@@ -6,7 +6,7 @@ from hadskip.results import read_results, summary, query, report
 DuckDB and matplotlib load only when `query` or `report` run.
 """
 
-from hadskip.results.io import point_file, read_results, read_table, write_point, write_table
+from hadskip.results.io import point_exists, point_file, read_results, read_table, write_point, write_table
 from hadskip.results.query import query
 from hadskip.results.report import importances, pareto_front, report
 from hadskip.results.schema import (
@@ -32,6 +32,7 @@ __all__ = [
     "make_row",
     "new_run_id",
     "pareto_front",
+    "point_exists",
     "point_file",
     "query",
     "read_results",

@@ -7,6 +7,7 @@ a sweep is still writing.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hadskip import storage
-from hadskip.results.schema import VERSION_KEY, COLUMNS, SCHEMA, SCHEMA_VERSION, ResultRow, ResultsError
+from hadskip.results.schema import COLUMNS, SCHEMA, SCHEMA_VERSION, VERSION_KEY, ResultRow, ResultsError
+
+log = logging.getLogger(__name__)
+
+# Columns every results file has had, in every schema version: a file without them is not ours.
+KEY_COLUMNS = ("task", "method", "budget", "metric", "status")
 
 
 def rows_to_table(rows: list[ResultRow | dict[str, Any]]) -> pa.Table:
@@ -34,8 +40,23 @@ def write_table(rows: list[ResultRow | dict[str, Any]], uri: str) -> None:
 
 
 def point_file(root: str, row: ResultRow, name: str) -> str:
-    """Where a sweep point lives: <root>/task=<task>/budget=<budget>/<name>.parquet."""
+    """Where a sweep point lives: <root>/<task>/budget-<budget>/<name>.parquet.
+
+    The folder names are not hive `key=value` pairs on purpose: every file holds `task` and `budget`
+    columns, and a hive-partitioned reader (pandas.read_parquet, pyarrow.dataset with "hive", DuckDB with
+    hive_partitioning, polars) would add the same names from the path with another type and fail.
+    """
+    return storage.join(str(root), row.task, f"budget-{row.budget:g}", f"{name}.parquet")
+
+
+def legacy_point_file(root: str, row: ResultRow, name: str) -> str:
+    """Where sweeps before the layout change wrote a point: <root>/task=<task>/budget=<budget>/..."""
     return storage.join(str(root), f"task={row.task}", f"budget={row.budget:g}", f"{name}.parquet")
+
+
+def point_exists(root: str, row: ResultRow, name: str) -> bool:
+    """Whether a point is written, in either layout (a sweep resumed across the change is not repeated)."""
+    return any(storage.exists(f(root, row, name)) for f in (point_file, legacy_point_file))
 
 
 def write_point(root: str, row: ResultRow, name: str) -> str:
@@ -73,14 +94,24 @@ def read_table(uri: str | Path) -> pa.Table:
         )
     if not files:
         raise ResultsError(f"no results at {uri!s}: no .parquet files there")
-    tables = []
+    tables, foreign = [], []
     for f in files:
         try:
             t = pq.read_table(f, filesystem=fs, partitioning=None)
         except Exception as err:  # noqa: BLE001
             raise ResultsError(f"{f} is not a readable Parquet file ({type(err).__name__})") from None
+        missing = [c for c in KEY_COLUMNS if c not in t.column_names]
+        if missing:  # another tool's file beside ours: skip it, say so
+            log.warning("skipping %s: not a hadskip results file (no %s column)", f, ", ".join(missing))
+            foreign.append(f)
+            continue
         _check_version(t.schema, f)
         tables.append(t)
+    if not tables:
+        raise ResultsError(
+            f"no results at {uri!s}: {len(foreign)} Parquet file(s), none with the hadskip results columns "
+            f"({', '.join(KEY_COLUMNS)}), e.g. {foreign[0]}"
+        )
     table = pa.concat_tables(tables, promote_options="permissive")
     missing = [n for n, _, _ in COLUMNS if n not in table.column_names]
     for name in missing:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from hadskip import storage
 from hadskip.registry import METHODS, categorical_keys
-from hadskip.results.schema import COLUMNS
 from hadskip.results.io import read_results
+from hadskip.results.schema import COLUMNS, ResultsError
 from hadskip.results.tables import format_summary, summary
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,9 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
 
 def report(path: str | Path, out: str | Path, *, tolerance: float = 0.25) -> Path:
     """Write `report.md` and its PNG figures into `out`; returns the Markdown file."""
+    problem = storage.unwritable_dir(str(out))
+    if problem:
+        raise ResultsError(f"--out {str(out)!r} cannot hold the report: {problem}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,9 +112,19 @@ def report(path: str | Path, out: str | Path, *, tolerance: float = 0.25) -> Pat
     table, best = summary(df, tolerance=tolerance)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    md = [f"# HadSkip results: {path}", "", f"{len(df)} points, tasks: {', '.join(sorted(df.task.unique()))}; "
-          f"valid points: status ok and mean executed layers <= budget + {tolerance:g}.", "",
-          "## Best point per task and budget", "", "```", format_summary(table, best), "```", ""]
+    md = [
+        f"# HadSkip results: {path}",
+        "",
+        f"{len(df)} points, tasks: {', '.join(sorted(df.task.unique()))}; "
+        f"valid points: status ok and mean executed layers <= budget + {tolerance:g}.",
+        "",
+        "## Best point per task and budget",
+        "",
+        "```",
+        format_summary(table, best),
+        "```",
+        "",
+    ]
 
     for task in sorted(df.task.unique()):
         rows = df[df.task == task]

@@ -12,6 +12,7 @@ from hadskip.core.model import GatedModel
 from hadskip.data.tasks import Task
 from hadskip.errors import CheckpointError, ConfigError
 
+MIN_TOKENS = 100  # fewer is a placeholder tokenizer (transformers builds a 5-token one from no files)
 MINILM_ALIAS = "minilm-l6"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -41,6 +42,24 @@ def _config(source: str):
 
 def num_layers_of(source: str) -> int:
     return int(_config(source).num_hidden_layers)
+
+
+def load_tokenizer(source: str):
+    """The backbone's tokenizer, refused when its vocabulary cannot be the model's: ids past the model's
+    embedding table, or a placeholder built because the folder has no tokenizer files."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as err:  # noqa: BLE001 - missing or damaged tokenizer files
+        raise ConfigError(f"cannot load the tokenizer of model {source!r} ({type(err).__name__})") from None
+    tokens, model_vocab = len(tokenizer), int(_config(source).vocab_size)
+    if not MIN_TOKENS <= tokens <= model_vocab:
+        raise ConfigError(
+            f"model {source!r}: its tokenizer has {tokens} tokens but the model's vocabulary {model_vocab}; "
+            f"accepted: {MIN_TOKENS}..{model_vocab} tokens (put the model's own tokenizer files beside it)"
+        )
+    return tokenizer
 
 
 def load_classifier(source: str, task: Task, settings: RunSettings):

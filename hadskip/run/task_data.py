@@ -11,6 +11,7 @@ from hadskip.core.runtime import Runtime
 from hadskip.data.encoding import Encoded, encode
 from hadskip.data.metrics import layer_stats, majority_score, predictions, task_metrics
 from hadskip.data.tasks import Task, dev_split_names, get_task, load_split, subsample
+from hadskip.run.backbone import load_tokenizer
 
 
 @dataclass
@@ -23,10 +24,8 @@ class TaskData:
 
 
 def load_task_data(settings: RunSettings, source: str) -> TaskData:
-    from transformers import AutoTokenizer
-
     task = get_task(settings.data.task)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)
     d = settings.data
     train = subsample(load_split(task, "train", d.data_dir), d.train_limit, settings.seed)
     devs = {

@@ -25,7 +25,7 @@ from hadskip.run.backbone import num_layers_of, resolve_model_source
 from hadskip.run.exit_run import train_exit_method
 from hadskip.run.hadskip_walk import train_hadskip
 from hadskip.run.points import PointCallback, RunContext
-from hadskip.run.run_dir import RUN_FILES, RunDir, RunState, semantic_settings
+from hadskip.run.run_dir import RunDir, RunState, resume_state
 from hadskip.run.stage1 import default_cache_dir, ensure_stage1, full_row
 from hadskip.run.task_data import load_task_data
 
@@ -53,49 +53,69 @@ def train_run(
     task = get_task(settings.data.task)
     check_serves(settings.method, task.name, task.is_regression)
 
+    # Every input check (data folder and splits, tokenizer) runs before anything in `output` is touched.
+    data = load_task_data(settings, source)
+
+    problem = storage.unwritable_dir(output)
+    if problem:
+        raise ConfigError(f"--output {output!r} cannot hold a run: {problem}")
     run = RunDir(output)
     existing = run.holds_results()
     state = RunState()
-    if existing and resume and storage.exists(run.child("state.json")):
-        state = RunState.from_json(storage.read_bytes(run.child("state.json")))
-        saved = json.loads(storage.read_bytes(run.child("config.json")))
-        if semantic_settings(saved) != semantic_settings(json.loads(settings.model_dump_json())):
-            raise ConfigError(
-                f"{output} was started with other settings; resume with the same ones or --overwrite"
-            )
+    if resume:
+        state = resume_state(run, json.loads(settings.model_dump_json()))
     elif existing and not overwrite:
         raise OutputExistsError(
             f"{output} already holds results ({', '.join(existing)}); pass --overwrite to replace them, "
             "--resume to continue, or choose another --output"
         )
-    elif existing and runtime.is_main:  # --overwrite: clear what an earlier run left, and only that
-        for name in (*RUN_FILES, "checkpoints"):
-            storage.delete(run.child(name))
-    if runtime.is_main:
-        run.write("config.json", settings.model_dump_json(indent=2).encode())
-
-    data = load_task_data(settings, source)
+    # --overwrite: the earlier run is kept aside until this one has its first row, and put back if it
+    # fails before that
+    aside = run.set_aside() if existing and overwrite and not resume and runtime.is_main else None
     rows = [ResultRow(**r) for r in state.rows]
     done = {(r.method, r.budget) for r in rows}
+    published = False
 
     def publish(row: ResultRow, ckpt: Path | None) -> None:
+        nonlocal aside, published
         rows.append(row)
         state.rows.append(row.model_dump(mode="json"))
         if runtime.is_main:
+            if not published:  # config.json comes with the first row: a run that fails before has none
+                run.write("config.json", settings.model_dump_json(indent=2).encode())
             write_table(rows, run.child("results.parquet"))
             run.write("state.json", state.to_json())
+            if aside is not None:
+                run.discard(aside)
+                aside = None
+        published = True
         if on_point is not None:
             on_point(row, ckpt)
 
-    stage1 = ensure_stage1(settings, source, data, runtime, cache_dir)
-    if (FULL, float(num_layers)) not in done:
-        publish(full_row(settings, stage1.info, num_layers, run_id=state.run_id), stage1.path)
-    ctx = RunContext(
-        settings, run, state, data, runtime, stage1.path, targets, num_layers, done, publish, save_checkpoints
-    )
-    if settings.method == "hadskip":
-        train_hadskip(ctx)
-    else:
-        train_exit_method(ctx)
+    try:
+        stage1 = ensure_stage1(settings, source, data, runtime, cache_dir)
+        if (FULL, float(num_layers)) not in done:
+            publish(full_row(settings, stage1.info, num_layers, run_id=state.run_id), stage1.path)
+        ctx = RunContext(
+            settings,
+            run,
+            state,
+            data,
+            runtime,
+            stage1.path,
+            targets,
+            num_layers,
+            done,
+            publish,
+            save_checkpoints,
+        )
+        if settings.method == "hadskip":
+            train_hadskip(ctx)
+        else:
+            train_exit_method(ctx)
+    except BaseException:
+        if aside is not None:  # failed before its first row: the earlier run comes back whole
+            run.restore(aside)
+        raise
     runtime.barrier()
     return rows

@@ -22,12 +22,12 @@ from hadskip import storage
 from hadskip.config import check_budgets
 from hadskip.errors import ConfigError, HadSkipError
 from hadskip.registry import FULL, METHODS, Dimension
-from hadskip.results.io import point_file, read_results, write_point
+from hadskip.results.io import point_exists, read_results, write_point
 from hadskip.results.tables import best_points
 from hadskip.run.backbone import num_layers_of, resolve_model_source
 from hadskip.run.stage1 import cached_info, full_row, stage1_key
 from hadskip.sweep.rows import full_point_name, point_name, tag, unfinished_rows
-from hadskip.sweep.settings import SweepSettings, sweep_seed, trial_settings
+from hadskip.sweep.settings import SweepSettings, sweep_seed, sweeps_under, trial_settings
 from hadskip.sweep.worker import DIVERGED, METRIC, TIME_ATTR, worker_loop
 from hadskip.tables import Column, text_table
 
@@ -144,12 +144,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's single-machine mode when "0"
+
+
+def _loopback_only() -> None:
+    """Keep every port of the embedded local Ray on 127.0.0.1.
+
+    Ray 2.60 rewrites `_node_ip_address="127.0.0.1"` to the machine's routable address
+    (`services.resolve_ip_for_localhost`), and its GCS, raylet and object manager then listen on every
+    interface. Only its single-machine mode (the macOS/Windows default, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`)
+    resolves the node to loopback. Ray reads that flag when it is imported, so the module constant is set
+    too for a Ray imported earlier (private API: this function is the only place that touches it). An
+    explicit value of the variable is left alone.
+    """
+    if os.environ.setdefault(LOOPBACK_VAR, "0") != "0":
+        return
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     """Join the cluster at --address, or start a private local Ray (the embedded default).
 
-    The local Ray keeps its dashboard on 127.0.0.1 (Ray Train frees the workers of ASHA-stopped trials through
-    the state API, which needs it) and points the state API at it explicitly, so a stale Ray left by another
-    process on this machine is never picked up.
+    The local Ray binds to 127.0.0.1 only (`_loopback_only`), keeps its dashboard there (Ray Train frees
+    the workers of ASHA-stopped trials through the state API, which needs it) and points the state API at
+    it explicitly, so a stale Ray left by another process on this machine is never picked up.
     """
     import ray
 
@@ -160,6 +180,7 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     if sweep.address:
         ray.init(address=sweep.address, runtime_env={"env_vars": env}, log_to_driver=True)
         return
+    _loopback_only()
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
@@ -170,6 +191,7 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
         dashboard_port=port,
         log_to_driver=True,
         runtime_env={"env_vars": env},
+        _node_ip_address="127.0.0.1",
     )
 
 
@@ -184,7 +206,7 @@ def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
     if info is not None:
         name = full_point_name(sweep, stage1_key(settings, source))
         row = tag(full_row(settings, info, num_layers, run_id=name), sweep, name, task)
-        if not storage.exists(point_file(sweep.results, row, name)):
+        if not point_exists(sweep.results, row, name):
             write_point(sweep.results, row, name)
         return
     log.info("%s: stage I (fine-tuning the full model; shared by every trial)", task)
@@ -271,6 +293,10 @@ def _default_concurrency(sweep: SweepSettings) -> int:
 
 def check_new_or_resume(sweep: SweepSettings) -> None:
     """A sweep name already used refuses to start again without --resume: nothing written is replaced."""
+    for flag, uri in (("--storage", sweep.storage), ("--results", sweep.results)):
+        problem = storage.unwritable_dir(uri)
+        if problem:
+            raise ConfigError(f"{flag} {uri!r} cannot be used: {problem}")
     exists = storage.exists(sweep.root)
     if exists and not sweep.resume:
         raise ConfigError(
@@ -278,7 +304,11 @@ def check_new_or_resume(sweep: SweepSettings) -> None:
             "or choose another --name"
         )
     if not exists and sweep.resume:
-        raise ConfigError(f"--resume: no sweep {sweep.name!r} under {sweep.storage} to continue")
+        there = sweeps_under(sweep.storage)
+        raise ConfigError(
+            f"--resume: no sweep {sweep.name!r} under {sweep.storage} to continue; "
+            + (f"sweeps there: {', '.join(there)}" if there else "no sweep there at all")
+        )
 
 
 def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):

@@ -3,16 +3,15 @@ and the rows of budgets a trial did not reach (stopped by ASHA, or failed)."""
 
 from __future__ import annotations
 
-from hadskip import storage
 from hadskip.config import check_budgets
 from hadskip.registry import FULL
-from hadskip.results.io import point_file
+from hadskip.results.io import point_exists
 from hadskip.results.schema import ResultRow, make_row
 from hadskip.sweep.settings import SweepSettings, trial_settings
 
 
 def point_name(trial_id: str) -> str:
-    """File name of a trial's point inside its task=/budget= partition: one file per (trial, budget), so a
+    """File name of a trial's point inside its <task>/budget-<b> folder: one file per (trial, budget), so a
     rewritten point replaces itself and resuming never duplicates."""
     return trial_id
 
@@ -51,6 +50,6 @@ def unfinished_rows(
             error=error,
         )
         row = tag(row, sweep, trial_id, task)
-        if not storage.exists(point_file(sweep.results, row, point_name(trial_id))):
+        if not point_exists(sweep.results, row, point_name(trial_id)):
             rows.append(row)
     return rows

@@ -7,6 +7,7 @@ the search.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from hadskip.config import RunSettings, build_settings
 from hadskip.data.tasks import TASKS, available_tasks, get_task
 from hadskip.errors import ConfigError
 from hadskip.registry import METHODS, Dimension, serves
+
+log = logging.getLogger(__name__)
 
 OVER_BUDGET_SCORE = -1.0  # an over-budget point counts as this, below any metric a feasible point can have
 
@@ -47,14 +50,16 @@ class SweepSettings(BaseModel):
     data_dir: str | None = None
     trials_per_task: int = Field(8, ge=1)
     workers_per_trial: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0, allow_inf_nan=False)
+    gpus_per_worker: float = Field(0.0, ge=0, allow_inf_nan=False)
     max_concurrent: int | None = Field(None, ge=1)
     storage: str = "sweep-state"  # Tune state, trial runs, stage I cache (a path or a URI)
     results: str = "results"  # the Parquet dataset (a path or a URI)
     address: str | None = None  # None: start a local Ray; "auto" or ray://...: join a cluster
     resume: bool = False
-    tolerance: float = Field(0.25, ge=0)  # a point is valid when mean layers <= budget + tolerance
+    tolerance: float = Field(
+        0.25, ge=0, allow_inf_nan=False
+    )  # a point is valid when mean layers <= budget + tolerance
     scheduler: Literal["asha", "fifo"] = "asha"
     max_failures: int = Field(1, ge=0)  # Ray Train restarts of a trial whose worker died
     overrides: list[str] = []  # --set for every run (stage I and the fixed parts of stage III)
@@ -112,6 +117,42 @@ class SweepSettings(BaseModel):
     def pairs(self) -> list[tuple[str, str]]:
         """(task, method) pairs the sweep runs: a method that cannot serve a regression task skips it."""
         return [(t, m) for t in self.tasks for m in self.methods if serves(m, get_task(t).is_regression)]
+
+
+def sweeps_under(storage_uri: str) -> list[str]:
+    """Names of the sweeps under a --storage location, the last started (newest sweep.json) first."""
+    fs, path = storage.resolve(storage_uri)
+    if fs.get_file_info(path).type != storage.pafs.FileType.Directory:
+        return []
+    folders = [
+        f
+        for f in fs.get_file_info(storage.pafs.FileSelector(path))
+        if f.type == storage.pafs.FileType.Directory
+    ]
+    found = []
+    for folder in folders:
+        info = fs.get_file_info(f"{folder.path}/sweep.json")
+        if info.type == storage.pafs.FileType.File:
+            found.append((info.mtime_ns or 0, folder.base_name))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def last_sweep(storage_uri: str) -> str:
+    """The sweep --resume continues when no --name is given: the last one started under --storage."""
+    names = sweeps_under(storage_uri)
+    if not names:
+        raise ConfigError(
+            f"--resume: no sweep under {storage_uri} to continue (no <name>/sweep.json there); "
+            "start one without --resume, or pass the --storage it used"
+        )
+    if len(names) > 1:
+        log.info(
+            "--resume: continuing %s, the last sweep started under %s (also there: %s)",
+            names[0],
+            storage_uri,
+            ", ".join(names[1:]),
+        )
+    return names[0]
 
 
 def resolve_tasks(spec: str, data_dir: str | None) -> list[str]:

@@ -15,7 +15,7 @@ from hadskip import storage
 from hadskip.config import RunSettings
 from hadskip.core.runtime import Runtime, TrainingDiverged
 from hadskip.registry import FULL
-from hadskip.results.io import point_file, write_point
+from hadskip.results.io import point_exists, write_point
 from hadskip.results.schema import ResultRow
 from hadskip.run.backbone import num_layers_of, resolve_model_source
 from hadskip.run.run_dir import RunState
@@ -105,7 +105,7 @@ def worker_loop(cfg: dict) -> None:
             if row.method == FULL:
                 continue
             points.append((row.budget, row.metric, row.mean_layers))
-            if runtime.is_main and not storage.exists(point_file(sweep.results, row, point_name(trial_id))):
+            if runtime.is_main and not point_exists(sweep.results, row, point_name(trial_id)):
                 write_point(sweep.results, row, point_name(trial_id))
 
     def on_point(row: ResultRow, _checkpoint) -> None:
