@@ -166,8 +166,15 @@ def hyperparameters(settings: RunSettings, method: str) -> dict[str, Any]:
         return {"lr": settings.stage1.lr, "batch_size": settings.stage1.batch_size}
     if method == "hadskip":
         s = settings.stage3
-        return {"lr": s.lr, "batch_size": s.batch_size, "beta": s.beta, "alpha_pred": s.alpha_pred,
-                "alpha_hidden": s.alpha_hidden, "alpha_attn": s.alpha_attn, "alpha_emb": s.alpha_emb}
+        return {
+            "lr": s.lr,
+            "batch_size": s.batch_size,
+            "beta": s.beta,
+            "alpha_pred": s.alpha_pred,
+            "alpha_hidden": s.alpha_hidden,
+            "alpha_attn": s.alpha_attn,
+            "alpha_emb": s.alpha_emb,
+        }
     return {"lr": settings.exits.lr, "batch_size": settings.exits.batch_size}
 
 

@@ -27,9 +27,31 @@ def best_points(df, sweep_id: str | None = None, tolerance: float = 0.25):
         rec = best.to_dict()
         rec.update(n_points=len(group), n_invalid=int((~group.valid).sum()), found=bool(len(valid)))
         out.append(rec)
-    cols = ["task", "method", "budget", "metric_name", "metric", "mean_layers", "trial_id", "lr", "batch_size",
-            "beta", "alpha_pred", "alpha_hidden", "alpha_attn", "alpha_emb", "n_points", "n_invalid", "found",
-            "checkpoint", "num_layers", "layer_usage", "layers_hist", "sweep_id", "study"]
+    cols = [
+        "task",
+        "method",
+        "budget",
+        "metric_name",
+        "metric",
+        "mean_layers",
+        "trial_id",
+        "lr",
+        "batch_size",
+        "beta",
+        "alpha_pred",
+        "alpha_hidden",
+        "alpha_attn",
+        "alpha_emb",
+        "n_points",
+        "n_invalid",
+        "found",
+        "checkpoint",
+        "num_layers",
+        "layer_usage",
+        "layers_hist",
+        "sweep_id",
+        "study",
+    ]
     table = pd.DataFrame(out, columns=cols) if out else pd.DataFrame(columns=cols)
     return table.sort_values(["task", "budget"], ascending=[True, False]).reset_index(drop=True)
 
