@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import time
 
 from hadskip import storage
@@ -43,6 +44,13 @@ def _runtime() -> Runtime:
         world_size=train_context.get_world_size(),
         progress=False,
     )
+
+
+def _node_id() -> str:
+    """The Ray node this worker runs on: a sweep's run folders say which node trained which trial."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def stage1_worker(sweep: SweepSettings, settings: RunSettings, runtime: Runtime) -> None:
@@ -86,7 +94,10 @@ def worker_loop(cfg: dict) -> None:
     log.info("trial %s: Ray Train workers started in %.1f s", trial_id, start_s)
     if runtime.is_main:
         storage.write_bytes_atomic(
-            storage.join(run_uri, "timing.json"), json.dumps({"worker_start_s": start_s}).encode()
+            storage.join(run_uri, "timing.json"),
+            json.dumps(
+                {"worker_start_s": start_s, "node_id": _node_id(), "host": socket.gethostname()}
+            ).encode(),
         )
     if cfg.get("fault") == "nan":  # test hook: HadSkip's loss, or a baseline's weights, go NaN
         settings = settings.model_copy(
