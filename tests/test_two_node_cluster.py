@@ -22,7 +22,7 @@ from test_sweep import REPO, SCRIPT, TINY
 from hadskip.results import read_results
 
 CPUS_PER_NODE = 2
-CPUS_PER_WORKER = 0.9  # a trial holds 1 CPU + 0.9 for its worker: one trial per node fits, two need both
+CPUS_PER_WORKER = 0.9  # a trial holds 0.25 CPU + 0.9 for its worker: one per node fits, two need both
 
 
 def _free_port() -> int:
