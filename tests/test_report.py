@@ -13,7 +13,7 @@ from hadskip.results import ResultRow, write_point, write_table
 LAYERS = 6
 
 
-def _row(task, trial, budget, metric, layers, *, method="hadskip", status="ok", lr=1e-5, beta=10.0):
+def _row(task, trial, budget, metric, layers, *, method="hadskip", status="ok", lr=1e-5, beta=10.0, **kw):
     usage = [min(1.0, layers / LAYERS)] * LAYERS
     hist = [0] * (LAYERS + 1)
     hist[min(LAYERS, round(layers))] = 100
@@ -40,7 +40,7 @@ def _row(task, trial, budget, metric, layers, *, method="hadskip", status="ok", 
         alpha_hidden=1.0,
         alpha_attn=1.0,
         alpha_emb=1.0,
-        seed=42,
+        **{"seed": 42, **kw},
     )
 
 
@@ -80,7 +80,7 @@ def test_summary_picks_the_best_valid_point(results, capsys):
 
     assert main(["results", "summary", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "35.0 (3.20)" in out and "2 points excluded" in out
+    assert "35.0 (3.20)" in out and "2 search points excluded" in out
     assert main(["results", "summary", str(results), "--format", "json", "--retention"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["method"] for r in rows} == {"full", "hadskip"}
@@ -163,3 +163,57 @@ def test_importances_cover_a_baselines_own_hyperparameters(tmp_path):
     found = importances(read_results(root))
     assert set(found) == {"s1-cola-pabee"} and found["s1-cola-pabee"]["trials"] == 4
     assert set(found["s1-cola-pabee"]["importance"]) == {"exits.head_lr"}  # the only setting that varied
+
+
+def test_confirmation_seeds_replace_the_search_maximum(results, capsys):
+    from hadskip.results import summary
+
+    for seed, metric in ((7, 0.30), (8, 0.34)):  # the best cola@3 configuration (t3), re-trained
+        row = _row("cola", f"c{seed}", 3, metric, 3.1, role="confirm", confirms="t3", seed=seed)
+        write_point(str(results), row, row.trial_id)
+    write_point(
+        str(results), _row("cola", "c9", 3, None, 3.1, role="confirm", confirms="t3", status="failed"), "c9"
+    )
+    table, details = summary(results)
+    at3 = details[(details.task == "cola") & (details.method == "hadskip") & (details.budget == 3)].iloc[0]
+    assert table.loc[("hadskip", 3.0), "cola"] == pytest.approx(0.32)
+    assert at3.shown == "confirmed" and at3.n_seeds == 2 and at3.n_seeds_failed == 1
+    assert at3.sd == pytest.approx(0.0283, abs=1e-4) and at3.layers == pytest.approx(3.1)
+    assert at3.n_trials == 4  # the search trials, not the confirmations
+    # cola@1.5 has no confirmations: its cell stays the search maximum
+    assert table.loc[("hadskip", 1.5), "cola"] == pytest.approx(0.20)
+    searched, _ = summary(results, search_best=True)
+    assert searched.loc[("hadskip", 3.0), "cola"] == pytest.approx(0.35)
+
+    assert main(["results", "summary", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "32.0±2.8 (3.10)" in out and "where the sweep ran them" in out
+    assert "cola hadskip: 4 trials, 0/2 seeds" in out
+    assert main(["results", "summary", str(results), "--search-best"]) == 0
+    assert "maximum over searched trials" in capsys.readouterr().out
+
+
+def test_skip_score_is_zero_for_static_and_positive_for_a_better_method(tmp_path):
+    from hadskip.results import skip_scores, summary
+
+    rows = [_row("cola", "full", 6, 0.50, 6, method="full", majority_metric=0.0)]
+    for method, lift in (("static", 0.0), ("entropy", 0.0), ("hadskip", 0.1)):
+        rows += [
+            _row("cola", f"{method}-a", 3, 0.20 + lift, 3.0, method=method),
+            _row("cola", f"{method}-b", 1.5, 0.10 + lift, 1.5, method=method),
+        ]
+    rows.append(_row("cola", "pabee-a", 3, 0.30, 4.5, method="pabee"))  # 4.5 layers: scored at 4.5
+    for r in rows:
+        write_point(str(tmp_path), r, r.trial_id)
+    _, details = summary(tmp_path, tolerance=2.0)
+    scores = skip_scores(details).set_index("method")
+    assert scores.loc["static"].skip_score == pytest.approx(0.0)
+    assert scores.loc["entropy"].skip_score == pytest.approx(0.0)
+    assert scores.loc["hadskip"].skip_score == pytest.approx(0.1)
+    assert scores.loc["pabee"].skip_score == pytest.approx(0.30 - 0.35)  # halfway from static@3 to full@6
+    assert set(scores.reference) == {"static"}
+
+    no_static = details[details.method != "static"]
+    line = skip_scores(no_static).set_index("method")  # majority 0 at 0 layers to the full 0.5 at 6
+    assert line.loc["hadskip"].skip_score == pytest.approx(((0.3 - 0.25) + (0.2 - 0.125)) / 2)
+    assert set(line.reference) == {"majority-to-full line"}

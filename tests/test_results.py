@@ -43,7 +43,7 @@ def _row(**kw):
 
 def test_readme_documents_every_column():
     readme = (REPO / "README.md").read_text()
-    documented = set(re.findall(r"`([a-z_]+)`", readme.split("## Results schema", 1)[1].split("\n## ", 1)[0]))
+    documented = set(re.findall(r"`([a-z0-9_]+)`", readme.split("## Results schema", 1)[1].split("\n## ", 1)[0]))
     assert {name for name, _, _ in COLUMNS} <= documented
 
 
@@ -92,3 +92,13 @@ def test_version_1_files_read_with_the_v2_columns_empty(tmp_path):
     pq.write_table(pa.Table.from_pylist([record], schema=old), tmp_path / "v1.parquet")
     df = read_results(tmp_path / "v1.parquet")
     assert df.speedup.isna().all() and df.metric[0] == record["metric"]
+
+
+def test_version_2_files_read_as_search_points(tmp_path):
+    v3_only = {"latency_b1_ms", "latency_b32_ms", "device", "dtype", "role", "confirms"}
+    old = pa.schema([f for f in SCHEMA if f.name not in v3_only], metadata={b"hadskip_schema_version": b"2"})
+    record = {k: v for k, v in _row().model_dump().items() if k not in v3_only}
+    pq.write_table(pa.Table.from_pylist([record], schema=old), tmp_path / "v2.parquet")
+    write_point(str(tmp_path), _row(role="curve", budget=1.5), "curve-1")
+    df = read_results(tmp_path)
+    assert sorted(df.role) == ["curve", "search"] and df.device.isna().all()

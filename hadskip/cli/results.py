@@ -16,6 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--tolerance", type=float, default=0.25, help="valid: mean layers <= budget + this")
     s.add_argument("--retention", action="store_true", help="cells as a fraction of the full model")
     s.add_argument("--sweep", help="only this sweep_id")
+    s.add_argument(
+        "--search-best",
+        action="store_true",
+        help="cells as the best search trial's own metric, even where confirmation seeds exist",
+    )
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q = sub.add_parser("query", help="SQL (DuckDB) over the results as table `results`")
     q.add_argument("path")
@@ -34,10 +39,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tolerance {args.tolerance} must be >= 0 (layers over the budget allowed)")
     if args.results_command == "summary":
         table, details = summary(
-            args.path, tolerance=args.tolerance, retention=args.retention, sweep_id=args.sweep
+            args.path,
+            tolerance=args.tolerance,
+            retention=args.retention,
+            sweep_id=args.sweep,
+            search_best=args.search_best,
         )
         if args.format == "table":
-            print(format_summary(table, details, retention=args.retention))
+            print(format_summary(table, details, retention=args.retention, tolerance=args.tolerance))
         else:
             print(render(table.reset_index(), args.format))
     elif args.results_command == "query":

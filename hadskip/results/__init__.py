@@ -18,7 +18,14 @@ from hadskip.results.schema import (
     make_row,
     new_run_id,
 )
-from hadskip.results.tables import best_points, format_summary, render, summary
+from hadskip.results.tables import (
+    best_points,
+    format_summary,
+    render,
+    skip_scores,
+    summary,
+    with_confirmations,
+)
 
 __all__ = [
     "COLUMNS",
@@ -39,7 +46,9 @@ __all__ = [
     "read_table",
     "render",
     "report",
+    "skip_scores",
     "summary",
+    "with_confirmations",
     "write_point",
     "write_table",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hadskip import storage
@@ -116,7 +117,9 @@ def read_table(uri: str | Path) -> pa.Table:
     missing = [n for n, _, _ in COLUMNS if n not in table.column_names]
     for name in missing:
         table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
-    return table
+    # every point written before v3 was a trained (search) point
+    i = table.column_names.index("role")
+    return table.set_column(i, SCHEMA.field("role"), pc.fill_null(table.column("role"), "search"))
 
 
 def read_results(uri: str | Path):

@@ -24,10 +24,16 @@ from hadskip.data.tasks import get_task
 from hadskip.errors import HadSkipError
 from hadskip.registry import FULL, ResultMethod
 
-SCHEMA_VERSION = 2  # v2: speedup, ideal_speedup, speed_batch_size
+SCHEMA_VERSION = (
+    3  # v2: speedup, ideal_speedup, speed_batch_size; v3: role, confirms, device, dtype, latencies
+)
 VERSION_KEY = b"hadskip_schema_version"
 
 Status = Literal["ok", "failed", "stopped"]
+# search: a trained point (a sweep trial, a `hadskip train` budget); confirm: the best search configuration
+# re-trained with a fresh seed; curve: one inference threshold of a trained checkpoint (`hadskip curve`)
+Role = Literal["search", "confirm", "curve"]
+ROLES = ("search", "confirm", "curve")
 
 # name, arrow type, meaning
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
@@ -64,6 +70,12 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("speedup", pa.float64(), "measured inference speed-up over the same model with every layer (v2)"),
     ("ideal_speedup", pa.float64(), "L / mean executed layers on the timed rows (v2)"),
     ("speed_batch_size", pa.int64(), "batch size the speed-up was measured at (v2)"),
+    ("latency_b1_ms", pa.float64(), "measured ms per sequence at batch 1 (v3, curve points)"),
+    ("latency_b32_ms", pa.float64(), "measured ms per sequence at batch 32 (v3, curve points)"),
+    ("device", pa.string(), "where speed and latency were measured, e.g. 'cpu (1 thread)' (v3)"),
+    ("dtype", pa.string(), "weights' dtype when speed and latency were measured (v3)"),
+    ("role", pa.string(), "search, confirm or curve (v3; empty in older files means search)"),
+    ("confirms", pa.string(), "a confirm row: trial_id of the search trial whose configuration it re-trains"),
     ("status", pa.string(), "ok, failed or stopped"),
     ("error", pa.string(), "error message of a failed or stopped point"),
     ("checkpoint", pa.string(), "where the model of this point is saved (None when not kept)"),
@@ -119,6 +131,12 @@ class ResultRow(BaseModel):
     speedup: float | None = None
     ideal_speedup: float | None = None
     speed_batch_size: int | None = None
+    latency_b1_ms: float | None = None
+    latency_b32_ms: float | None = None
+    device: str | None = None
+    dtype: str | None = None
+    role: Role = "search"
+    confirms: str | None = None
     status: Status = "ok"
     error: str | None = None
     checkpoint: str | None = None
