@@ -43,7 +43,9 @@ def _row(**kw):
 
 def test_readme_documents_every_column():
     readme = (REPO / "README.md").read_text()
-    documented = set(re.findall(r"`([a-z0-9_]+)`", readme.split("## Results schema", 1)[1].split("\n## ", 1)[0]))
+    documented = set(
+        re.findall(r"`([a-z0-9_]+)`", readme.split("## Results schema", 1)[1].split("\n## ", 1)[0])
+    )
     assert {name for name, _, _ in COLUMNS} <= documented
 
 

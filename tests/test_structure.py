@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"errors", "config", "data", "tables"},
     "baselines": {"errors", "config", "data", "core", "registry"},
     "results": {"errors", "config", "data", "registry", "storage", "tables"},
-    "run": {"errors", "config", "data", "core", "baselines", "registry", "results", "storage"},
+    "run": {"errors", "config", "data", "core", "baselines", "checkpoint", "registry", "results", "storage"},
     "checkpoint": {"errors", "core", "baselines"},
     "sweep": {"errors", "config", "data", "core", "registry", "results", "run", "storage", "tables"},
     "cli": {

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hadskip.cli import curve as curve_cli
 from hadskip.cli import results as results_cli
 from hadskip.cli import speed as speed_cli
 from hadskip.cli import train as train_cli
@@ -26,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(train_cli.PREDICT_HELP, train_cli.add_predict_arguments, train_cli.run_predict),
     "results": Command(results_cli.HELP, results_cli.add_arguments, results_cli.run),
     "bench-speed": Command(speed_cli.HELP, speed_cli.add_arguments, speed_cli.run),
+    "curve": Command(curve_cli.HELP, curve_cli.add_arguments, curve_cli.run),
 }
 
 

@@ -33,6 +33,15 @@ class SpeedRow:
     sequences: int
 
 
+def device_name(device: torch.device | str) -> str:
+    """What a speed or latency figure was measured on: "cpu (2 threads)", or "cuda: NVIDIA H100 80GB HBM3"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    threads = torch.get_num_threads()
+    return f"{device.type} ({threads} thread{'s' if threads != 1 else ''})"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

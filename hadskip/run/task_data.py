@@ -50,14 +50,21 @@ class Evaluation:
 
 
 def evaluate(
-    model: GatedModel, data: TaskData, runtime: Runtime, batch_size: int, *, open_gates: bool = False
+    model: GatedModel,
+    data: TaskData,
+    runtime: Runtime,
+    batch_size: int,
+    *,
+    open_gates: bool = False,
+    threshold: float | None = None,
 ) -> Evaluation:
-    """Dev metrics (every dev split) and skip statistics on the primary dev split, deterministic gates."""
+    """Dev metrics (every dev split) and skip statistics on the primary dev split, deterministic gates (at
+    the model's own threshold unless `threshold` is given)."""
     metrics: dict[str, float] = {}
     stats: dict = {}
     seconds = 0.0
     for name, enc in data.dev.items():
-        out = predict(model, enc, runtime, batch_size, open_gates=open_gates)
+        out = predict(model, enc, runtime, batch_size, open_gates=open_gates, threshold=threshold)
         seconds += out.seconds
         suffix = "" if name == "dev" else name[len("dev") :]
         metrics.update(task_metrics(data.task, predictions(data.task, out.logits), enc.labels, suffix=suffix))
