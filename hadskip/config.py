@@ -184,12 +184,20 @@ class RunSettings(Settings):
     # Expected executed layers to train for, e.g. [4.5, 3, 1.5] on a 6-layer model.
     budgets: list[float] = Field(default_factory=lambda: [4.5, 3.0, 1.5], min_length=1)
     seed: int = Field(42, ge=0)
+    # Seed of what a method trains after stage I (gates, stages II-III, exit heads, calibration rows); None:
+    # `seed`. A sweep's confirmation runs vary it and keep stage I and the data subsample as searched.
+    method_seed: int | None = Field(None, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # torch intra-op threads on CPU (None: torch's default).
     threads: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     # measure each budget's inference speed-up at this batch size (hadskip.core.speed) and record it; None: off
     speed_batch_size: int | None = Field(None, ge=1)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of everything after stage I."""
+        return self.seed if self.method_seed is None else self.method_seed
 
     @field_validator("budgets")
     @classmethod

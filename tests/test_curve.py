@@ -4,12 +4,14 @@ points, monotone in mean layers, the trained point among them, latency measured.
 from __future__ import annotations
 
 import math
+import shutil
 
+import matplotlib.image
 import pytest
 from test_pipeline import _argv
 
 from hadskip.cli import main
-from hadskip.results import read_results, summary
+from hadskip.results import read_results, report, summary
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,13 @@ def test_hadskip_curve_is_monotone_and_holds_the_trained_point(trained, glue_dir
     # curve rows never become a search point of the summary
     with pytest.raises(Exception, match="no points to summarise"):
         summary(tmp_path / "curves")
+
+    # beside the run's own rows, the report plots metric against layers and latency, the device named
+    shutil.copy(trained / "hadskip" / "results.parquet", tmp_path / "curves" / "run.parquet")
+    text = report(tmp_path / "curves", tmp_path / "report").read_text()
+    assert "](cola-latency.png)" in text and f"measured on {df.device.iloc[0]}" in text
+    image = matplotlib.image.imread(tmp_path / "report" / "cola-latency.png")
+    assert image.ndim == 3 and image.shape[1] > 300
 
 
 def test_exit_curve_runs_from_first_exits_to_every_layer(trained, glue_dir, tmp_path):

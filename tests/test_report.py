@@ -138,6 +138,7 @@ def test_report_writes_markdown_and_valid_pngs(results, tmp_path):
         image = matplotlib.image.imread(target.parent / name)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     assert "35.0 (3.20)" in text
+    assert "No latency curve for cola: `hadskip curve" in text and "cola-latency.png" not in pngs
 
 
 def test_pareto_front_keeps_only_undominated_points():

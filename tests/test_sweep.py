@@ -43,6 +43,8 @@ TINY = [
     "exits.max_steps=2",
     "--set",
     "exits.calibration_rows=64",
+    "--confirm-seeds",
+    "0",
 ]
 
 
@@ -276,6 +278,9 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_d
             "fifo",
             "--max-concurrent",
             "1",
+            "--confirm-seeds",
+            "2",
+            "--curves",
         ),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -297,7 +302,7 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_d
     done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     df = read_results(tmp_path / "results")
-    points = df[df.method == "hadskip"]
+    points = df[(df.method == "hadskip") & (df.role == "search")]
     assert len(points) == 3 * 2 and not points.duplicated(["trial_id", "budget"]).any()
     assert (points.status == "ok").all() and (df.method == "full").sum() == 1
     for path, mtime in before.items():  # finished points were neither lost nor re-run
@@ -305,3 +310,26 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_d
     assert "best point per task and budget" in done.stdout
     state = json.loads((tmp_path / "state" / "kill" / "sweep.json").read_text())
     assert state["name"] == "kill"
+
+    # after the search: each budget's best configuration re-trained with 2 fresh seeds, every budget per run
+    best = best_points(df, "kill")
+    best = best[(best.method == "hadskip") & best.found]
+    confirm = df[df.role == "confirm"]
+    assert set(confirm.confirms) == set(best.trial_id)
+    assert len(confirm) == 2 * 2 * best.trial_id.nunique() and (confirm.status == "ok").all()
+    assert not confirm.duplicated(["trial_id", "budget"]).any()
+    assert confirm.groupby("confirms").seed.nunique().eq(2).all() and not confirm.seed.isin(points.seed).any()
+    for r in confirm.itertuples():  # the searched values, re-trained
+        searched = points[points.trial_id == r.confirms].iloc[0]
+        assert (r.lr, r.beta, r.batch_size) == (searched.lr, searched.beta, searched.batch_size)
+    assert "confirmed (2 fresh seeds" in done.stdout and "mean ± std over" in done.stdout
+    # --curves: one curve per best checkpoint, marked and tagged
+    curves = df[df.role == "curve"]
+    assert set(curves.run_id) == {f"curve-{r.trial_id}-{r.budget:g}" for r in best.itertuples()}
+    assert (curves.sweep_id == "kill").all() and curves.latency_b32_ms.notna().all()
+
+    # resumed once more, a finished sweep writes nothing: no confirmation or curve is repeated
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.parquet")}
+    again = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.parquet")} == files

@@ -71,6 +71,17 @@ def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParse
         default=0.25,
         help="a point is valid when mean layers <= budget + tolerance",
     )
+    p.add_argument(
+        "--confirm-seeds",
+        type=int,
+        help="re-train each task x method's best configuration per budget with N fresh seeds after its search "
+        "(default 2, 1 with --smoke-test; 0: off); summaries then show mean ± std over them",
+    )
+    p.add_argument(
+        "--curves",
+        action="store_true",
+        help="trace every best checkpoint's accuracy-latency curve (hadskip curve) into the results",
+    )
     p.add_argument("--keep-checkpoints", choices=("best", "all"), default="best")
     p.add_argument(
         "--speed-batch-size",
@@ -108,7 +119,9 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
     if name is None and args.resume:  # the sweep last started here (the smoke test's random name too)
         name = last_sweep(args.storage)
     tasks, cpus = args.tasks, args.cpus_per_worker
+    confirm_seeds = 2 if args.confirm_seeds is None else args.confirm_seeds
     if args.smoke_test:
+        confirm_seeds = 1 if args.confirm_seeds is None else args.confirm_seeds
         overrides = SMOKE_OVERRIDES + overrides
         trials = min(trials, 2)
         tasks = tasks or SMOKE_TASKS
@@ -116,6 +129,8 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
         name = name or f"smoke-{new_run_id()[:6]}"  # a fresh sweep every time
     if trials < 1:
         raise HadSkipError(f"--trials-per-point {trials} must be at least 1")
+    if confirm_seeds < 0:
+        raise HadSkipError(f"--confirm-seeds {confirm_seeds} must be >= 0 (0: no confirmation runs)")
     return SweepSettings(
         name=name or "glue-sweep",
         tasks=resolve_tasks(tasks or "cola,mrpc", data_dir),
@@ -138,6 +153,8 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
         keep_checkpoints=args.keep_checkpoints,
         test_fault=args.test_fault,
         speed_batch_size=args.speed_batch_size or None,
+        confirm_seeds=confirm_seeds,
+        curves=args.curves,
     )
 
 
@@ -173,5 +190,11 @@ def main(argv: list[str] | None = None, default_data_dir: Path | None = None) ->
         f"{sweep.tolerance:g}):"
     )
     print(format_best(best))
+    if sweep.confirm_seeds:
+        from hadskip.results import format_summary, summary
+
+        table, details = summary(sweep.results, tolerance=sweep.tolerance, sweep_id=sweep.name)
+        print(f"\nconfirmed ({sweep.confirm_seeds} fresh seeds per best configuration):")
+        print(format_summary(table, details, tolerance=sweep.tolerance))
     print(f"results: {sweep.results}  (hadskip results summary {sweep.results})")
     return 0

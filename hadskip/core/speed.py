@@ -34,12 +34,26 @@ class SpeedRow:
 
 
 def device_name(device: torch.device | str) -> str:
-    """What a speed or latency figure was measured on: "cpu (2 threads)", or "cuda: NVIDIA H100 80GB HBM3"."""
+    """What a speed or latency figure was measured on: "cpu: <processor> (2 threads)", or
+    "cuda: NVIDIA H100 80GB HBM3"."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     threads = torch.get_num_threads()
-    return f"{device.type} ({threads} thread{'s' if threads != 1 else ''})"
+    return f"{device.type}: {_processor()} ({threads} thread{'s' if threads != 1 else ''})"
+
+
+def _processor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown processor"
 
 
 def _sync(device: torch.device) -> None:

@@ -121,7 +121,7 @@ def report(path: str | Path, out: str | Path, *, tolerance: float = 0.25) -> Pat
         "## Best point per task and budget",
         "",
         "```",
-        format_summary(table, best),
+        format_summary(table, best, tolerance=tolerance),
         "```",
         "",
     ]
@@ -214,6 +214,8 @@ def report(path: str | Path, out: str | Path, *, tolerance: float = 0.25) -> Pat
             fig.tight_layout()
             md += _save(fig, out / f"{task}-pareto.png", "Pareto front")
 
+        md += latency_figure(rows, out, task, metric_name)
+
     imp = importances(df, tolerance=tolerance)
     md += ["## Hyperparameter importance (PED-ANOVA, per Optuna study)", ""]
     if not imp:
@@ -228,6 +230,46 @@ def report(path: str | Path, out: str | Path, *, tolerance: float = 0.25) -> Pat
     target = out / "report.md"
     target.write_text("\n".join(md) + "\n")
     return target
+
+
+def latency_figure(rows: pd.DataFrame, out: Path, task: str, metric_name: str) -> list[str]:
+    """Metric against mean layers and against measured latency (ms per sequence, batch 1 and 32), one line
+    per traced checkpoint (`hadskip curve`, the sweep's `--curves`), every method on the same axes; the
+    caption names the machine the latencies were measured on."""
+    import matplotlib.pyplot as plt
+
+    curves = rows[(rows.role == "curve") & (rows.status == "ok") & rows.metric.notna()]
+    if curves.empty:
+        return [
+            f"No latency curve for {task}: `hadskip curve CHECKPOINT --task {task} --out <results>` or the "
+            "sweep's `--curves` adds one.",
+            "",
+        ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    xs = [
+        ("mean_layers", "mean executed layers (dev)"),
+        ("latency_b1_ms", "ms per sequence, batch 1"),
+        ("latency_b32_ms", "ms per sequence, batch 32"),
+    ]
+    for (method, budget, _run), g in curves.groupby(["method", "budget", "run_id"], sort=True):
+        g = g.sort_values("mean_layers")
+        for ax, (column, _) in zip(axes, xs, strict=True):
+            if g[column].notna().any():
+                ax.plot(g[column], g.metric, marker=".", label=f"{method} (trained for {budget:g})")
+    for ax, (_, label) in zip(axes, xs, strict=True):
+        ax.set(xlabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].set(ylabel=f"dev {metric_name}")
+    axes[0].legend(fontsize=8)
+    devices = sorted(set(curves.device.dropna()))
+    where = ", ".join(devices) if devices else "latency not measured"
+    fig.suptitle(f"{task}: accuracy against layers and latency ({where})")
+    fig.tight_layout()
+    caption = f"metric against layers and latency; measured on {where}"
+    return _save(fig, out / f"{task}-latency.png", caption) + [
+        f"Latency measured on {where}; each line is one checkpoint's threshold swept (`hadskip curve`).",
+        "",
+    ]
 
 
 def pareto_front(points: pd.DataFrame) -> pd.DataFrame:

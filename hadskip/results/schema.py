@@ -228,7 +228,7 @@ def make_row(
         mean_layers=stats.get("mean_layers"),
         layer_usage=stats.get("layer_usage"),
         layers_hist=stats.get("layers_hist"),
-        seed=settings.seed,
+        seed=settings.seed if method == FULL else settings.training_seed,
         settings=settings.model_dump_json(),
         **hyperparameters(settings, method),
         **fields,

@@ -113,10 +113,16 @@ def trace_curve(
     out: str | None = None,
     runtime: Runtime | None = None,
     options: CurveOptions = CurveOptions(),
+    settings: RunSettings | None = None,
+    run_id: str | None = None,
     tags: dict | None = None,
 ) -> list[ResultRow]:
     """Evaluate the checkpoint at every threshold of its curve; write the rows into the results folder `out`
-    (default: `<checkpoint>/curve`) and return them, by threshold (no threshold, i.e. every layer, last)."""
+    (default: `<checkpoint>/curve`) and return them, by threshold (no threshold, i.e. every layer, last).
+
+    `settings`: what the model was trained with (default: its run's config.json, else the defaults);
+    `run_id` names the curve (a sweep passes a fixed one, so a resumed sweep finds it written); `tags`
+    replace columns of every row (a sweep's sweep_id, trial_id, study, the checkpoint's URI)."""
     import torch
 
     runtime = runtime or Runtime(device=torch.device("cpu"))
@@ -129,7 +135,7 @@ def trace_curve(
         raise ConfigError(f"checkpoint {checkpoint} has no tokenizer saved beside it")
     meta = json.loads((Path(checkpoint) / META_FILE).read_text())
     method = model.method if isinstance(model, ExitModel) else "hadskip"
-    settings = checkpoint_settings(checkpoint, task, method)
+    settings = settings or checkpoint_settings(checkpoint, task, method)
     data = _task_data(
         model,
         task,
@@ -141,7 +147,7 @@ def trace_curve(
     model.to(runtime.device)
     budget = float(meta.get("metadata", {}).get("budget") or model.num_layers)
     out = out or str(Path(checkpoint) / "curve")
-    run_id = f"curve-{new_run_id()}"
+    run_id = run_id or f"curve-{new_run_id()}"
     device = device_name(runtime.device)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     rows, seen = [], set()
@@ -191,8 +197,7 @@ def trace_curve(
             gate_threshold=t if math.isfinite(t) else None,
             role="curve",
             **latency,
-            **(tags or {}),
-        )
+        ).model_copy(update=tags or {})
         write_point(out, row, f"{run_id}-{len(rows):02d}")
         rows.append(row)
         log.info(

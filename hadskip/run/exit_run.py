@@ -30,7 +30,7 @@ def train_exit_method(ctx: RunContext) -> None:
 
     if method.per_budget:  # static: a model per budget, each fine-tuned from stage I
         for k in remaining:
-            seed = budget_seed(settings.seed, k)
+            seed = budget_seed(settings.training_seed, k)
             seed_everything(seed)
             model = new_exit_model(ctx.stage1_path, method, exits, runtime.device)
             runtime.broadcast_module(model)
@@ -40,20 +40,20 @@ def train_exit_method(ctx: RunContext) -> None:
             ctx.finish_point(model, method.name, k, threshold=None, train_seconds=stats.seconds)
         return
 
-    seed_everything(settings.seed + 2)
+    seed_everything(settings.training_seed + 2)
     model = new_exit_model(ctx.stage1_path, method, exits, runtime.device)
     if state.resume_from == EXITS_CKPT:
         model.load_state_dict(ExitModel.from_pretrained(ctx.run.fetch_dir(EXITS_CKPT)).state_dict())
         log.info("resuming %s from %s", method.name, EXITS_CKPT)
     else:
         runtime.broadcast_module(model)
-        stats = fit(model, exit_stage(method, exits), data.train, runtime, seed=settings.seed + 3)
+        stats = fit(model, exit_stage(method, exits), data.train, runtime, seed=settings.training_seed + 3)
         state.train_seconds += stats.seconds
         if ctx.save_checkpoint(model, EXITS_CKPT, {"method": method.name}) is not None:
             state.resume_from = EXITS_CKPT
             ctx.save_state()
 
-    calibration = data.train.sample(exits.calibration_rows, settings.seed)
+    calibration = data.train.sample(exits.calibration_rows, settings.training_seed)
     scores = exit_scores(model, calibration, runtime, settings.eval_batch_size)
     for k in remaining:
         model.threshold, cal_layers = calibrate_exit(scores, k)

@@ -30,7 +30,7 @@ def calibrate(ctx: RunContext, student: GatedModel, budget: float) -> None:
         ctx.runtime,
         rows=settings.stage3.calibration_rows,
         batch_size=settings.eval_batch_size,
-        seed=settings.seed,
+        seed=settings.training_seed,
     )
     log.info(
         "budget %g: threshold %.4f gives %.2f layers on training rows", budget, student.threshold, layers
@@ -46,7 +46,9 @@ def train_hadskip(ctx: RunContext) -> None:
     teacher = load_gated(ctx.stage1_path, settings, runtime.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    seed_everything(settings.seed + 1)  # gate initialisation independent of whether stage I was cached
+    seed_everything(
+        settings.training_seed + 1
+    )  # gate initialisation independent of whether stage I was cached
     student = load_gated(ctx.stage1_path, settings, runtime.device)
     runtime.broadcast_module(student)
     stage3_settings = settings.stage3
@@ -57,9 +59,13 @@ def train_hadskip(ctx: RunContext) -> None:
         student.load_state_dict(GatedModel.from_pretrained(run.fetch_dir(state.resume_from)).state_dict())
         log.info("resuming from %s", state.resume_from)
     elif settings.stage2.enabled:
-        seed_everything(settings.seed + 2)
+        seed_everything(settings.training_seed + 2)
         stats = fit(
-            student, stage2(settings.stage2, settings.gates), data.train, runtime, seed=settings.seed + 2
+            student,
+            stage2(settings.stage2, settings.gates),
+            data.train,
+            runtime,
+            seed=settings.training_seed + 2,
         )
         state.train_seconds += stats.seconds
         if ctx.save_checkpoint(student, STAGE2_CKPT, {"stage": 2}) is not None:
@@ -88,7 +94,7 @@ def train_hadskip(ctx: RunContext) -> None:
             continue  # finished before the restart
         if stage2_weights is not None:
             student.load_state_dict(stage2_weights)
-        seed = budget_seed(settings.seed, k)
+        seed = budget_seed(settings.training_seed, k)
         seed_everything(seed)
         stage = stage3(stage3_settings, settings.gates, teacher, k, teacher_logits)
         stats = fit(student, stage, data.train, runtime, seed=seed)

@@ -27,7 +27,16 @@ from hadskip.results.tables import best_points
 from hadskip.run.backbone import num_layers_of, resolve_model_source
 from hadskip.run.stage1 import cached_info, full_row, stage1_key
 from hadskip.sweep.rows import full_point_name, point_name, tag, unfinished_rows
-from hadskip.sweep.settings import SweepSettings, sweep_seed, sweeps_under, trial_settings
+from hadskip.sweep.settings import (
+    CONFIRM_KEY,
+    SweepSettings,
+    confirm_seed,
+    searched_values,
+    sweep_seed,
+    sweeps_under,
+    trial_config,
+    trial_settings,
+)
 from hadskip.sweep.worker import DIVERGED, METRIC, TIME_ATTR, worker_loop
 from hadskip.tables import Column, text_table
 
@@ -113,7 +122,7 @@ class PointBookkeeper:
         self.callback = _Callback()
 
     def record(self, trial, status: str, error: str) -> None:
-        config = {k: v for k, v in trial.config.items() if k in METHODS[self.method].space}
+        config = trial_config(trial.config)
         try:
             rows = unfinished_rows(
                 self.sweep, self.task, config, trial.trial_id, self.num_layers, status, error, self.method
@@ -280,6 +289,125 @@ def _tuner(sweep: SweepSettings, task: str, num_layers: int, method: str = "hads
     )
 
 
+def confirmation_points(sweep: SweepSettings, task: str, method: str) -> list[dict]:
+    """What the confirmation of a task x method re-trains: per budget its best valid search trial's
+    configuration (a trial best at several budgets once: one run serves every budget), each with
+    `confirm_seeds` fresh seeds. Read from the results, so a resumed driver computes the same list."""
+    try:
+        df = read_results(sweep.results)
+    except HadSkipError:
+        return []
+    df = df[(df.sweep_id == sweep.name) & (df.task == task) & (df.method == method) & (df.role == "search")]
+    best = best_points(df, None, sweep.tolerance)
+    keys = list(sweep.space(method))
+    points = []
+    for trial_id in dict.fromkeys(best[best.found].trial_id):
+        searched = df[df.trial_id == trial_id].settings.dropna()
+        values = searched_values(searched.iloc[0], keys) if len(searched) else {}
+        for i in range(sweep.confirm_seeds):
+            points.append({**values, "confirms": trial_id, "method_seed": confirm_seed(sweep, task, i)})
+    return points
+
+
+def _confirm_tuner(sweep: SweepSettings, task: str, num_layers: int, method: str, points: list[dict]):
+    """A plain grid (no search, no early stopping) over the confirmation points of one task x method."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers, method=method
+        ),
+        {"CPU": 0.25},
+    )
+    name = f"confirm-{task}-{method}"
+    path = storage.join(sweep.root, name)
+    if tune.Tuner.can_restore(path):
+        log.info("%s %s: resuming the confirmation runs at %s", task, method, path)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space={CONFIRM_KEY: tune.grid_search(points)},
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            num_samples=1,
+            max_concurrent_trials=sweep.max_concurrent or _default_concurrency(sweep),
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=sweep.root,
+            callbacks=[PointBookkeeper(sweep, task, num_layers, method).callback],
+            verbose=1,
+        ),
+    )
+
+
+def confirm(sweep: SweepSettings, task: str, num_layers: int, method: str) -> None:
+    """Re-train the best configurations of a finished search with fresh seeds (`--confirm-seeds`)."""
+    points = confirmation_points(sweep, task, method)
+    if not points:
+        return
+    log.info(
+        "%s %s: confirming %d configuration(s) with %d seed(s) each",
+        task,
+        method,
+        len(points) // sweep.confirm_seeds,
+        sweep.confirm_seeds,
+    )
+    results = _confirm_tuner(sweep, task, num_layers, method, points).fit()
+    if results.num_terminated + results.num_errors < len(results):
+        raise KeyboardInterrupt
+
+
+def trace_curves(sweep: SweepSettings, task: str, method: str) -> None:
+    """The accuracy-latency curve of every best checkpoint of a task x method (`--curves`), each on a Ray
+    worker with a trial worker's resources; rows go to the sweep's results, once per checkpoint."""
+    import ray
+
+    from hadskip.run.curve import trace_curve
+
+    if METHODS[method].rule == "static":
+        return  # one model per budget, nothing to sweep
+    df = read_results(sweep.results)
+    df = df[df.sweep_id == sweep.name]
+    done = set(df[df.role == "curve"].run_id)
+    best = best_points(df[(df.task == task) & (df.method == method)], None, sweep.tolerance)
+    settings = df.dropna(subset=["trial_id"]).drop_duplicates("trial_id").set_index("trial_id").settings
+    todo = [
+        (r.trial_id, r.budget, r.checkpoint, settings[r.trial_id])
+        for r in best[best.found].itertuples()
+        if isinstance(r.checkpoint, str) and _curve_id(r.trial_id, r.budget) not in done
+    ]
+
+    def one(trial_id: str, budget: float, checkpoint: str, settings_json: str) -> int:
+        from hadskip.config import RunSettings
+
+        tags = {
+            "sweep_id": sweep.name,
+            "trial_id": trial_id,
+            "study": sweep.study(task, method),
+            "checkpoint": checkpoint,
+        }
+        rows = trace_curve(
+            storage.local_dir_for(checkpoint),
+            task,
+            data_dir=sweep.data_dir,
+            out=sweep.results,
+            settings=RunSettings.model_validate_json(settings_json),
+            run_id=_curve_id(trial_id, budget),
+            tags=tags,
+        )
+        return len(rows)
+
+    remote = ray.remote(num_cpus=sweep.cpus_per_worker, num_gpus=sweep.gpus_per_worker)(one)
+    for (trial_id, budget, _, _), n in zip(todo, ray.get([remote.remote(*t) for t in todo]), strict=True):
+        log.info("%s %s: curve of %s at budget %g, %d points", task, method, trial_id, budget, n)
+
+
+def _curve_id(trial_id: str, budget: float) -> str:
+    return f"curve-{trial_id}-{budget:g}"
+
+
 def _default_concurrency(sweep: SweepSettings) -> int:
     import ray
 
@@ -337,8 +465,12 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
             # Tune returns normally on Ctrl-C with trials still unfinished: stop here, prune nothing
             raise KeyboardInterrupt
         log.info("%s %s: %d trials, %d errored", task, method, len(results), results.num_errors)
+        if sweep.confirm_seeds:
+            confirm(sweep, task, num_layers, method)
         if sweep.keep_checkpoints == "best":
             prune_checkpoints(sweep, task, method)
+        if sweep.curves:
+            trace_curves(sweep, task, method)
     log.info("sweep %s finished in %.0f s", sweep.name, time.perf_counter() - start)
     return best_points(read_results(sweep.results), sweep.name, sweep.tolerance)
 

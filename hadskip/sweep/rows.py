@@ -7,7 +7,7 @@ from hadskip.config import check_budgets
 from hadskip.registry import FULL
 from hadskip.results.io import point_exists
 from hadskip.results.schema import ResultRow, make_row
-from hadskip.sweep.settings import SweepSettings, trial_settings
+from hadskip.sweep.settings import SweepSettings, trial_config, trial_settings
 
 
 def point_name(trial_id: str) -> str:
@@ -21,9 +21,17 @@ def full_point_name(sweep: SweepSettings, stage1_key: str) -> str:
     return f"{sweep.name}-stage1-{stage1_key}"
 
 
-def tag(row: ResultRow, sweep: SweepSettings, trial_id: str, task: str) -> ResultRow:
+def tag(
+    row: ResultRow, sweep: SweepSettings, trial_id: str, task: str, config: dict | None = None
+) -> ResultRow:
+    """A row with its sweep, trial and study; a confirmation trial's rows also say which search trial's
+    configuration they re-train (`role` "confirm", `confirms`)."""
     study = sweep.study(task, row.method) if row.method != FULL else sweep.study(task)
-    return row.model_copy(update={"sweep_id": sweep.name, "trial_id": trial_id, "study": study})
+    update = {"sweep_id": sweep.name, "trial_id": trial_id, "study": study}
+    confirms = trial_config(config or {}).get("confirms")
+    if confirms is not None and row.method != FULL:
+        update.update(role="confirm", confirms=str(confirms))
+    return row.model_copy(update=update)
 
 
 def unfinished_rows(
@@ -49,7 +57,7 @@ def unfinished_rows(
             status=status,
             error=error,
         )
-        row = tag(row, sweep, trial_id, task)
+        row = tag(row, sweep, trial_id, task, config)
         if not point_exists(sweep.results, row, point_name(trial_id)):
             rows.append(row)
     return rows

@@ -65,6 +65,10 @@ class SweepSettings(BaseModel):
     overrides: list[str] = []  # --set for every run (stage I and the fixed parts of stage III)
     keep_checkpoints: Literal["best", "all"] = "best"
     speed_batch_size: int | None = Field(32, ge=1)  # every point's measured speed-up at this batch; None: off
+    # after each task x method search: its best valid configuration per budget re-trained with this many
+    # fresh seeds (rows with role "confirm"); 0: off
+    confirm_seeds: int = Field(2, ge=0)
+    curves: bool = False  # trace the accuracy-latency curve of every best checkpoint (`hadskip curve`)
     # TEST HOOK, not a feature: "nan@<trial index>" makes that trial's loss NaN (tests of failure recording)
     test_fault: str | None = None
 
@@ -168,14 +172,44 @@ def resolve_tasks(spec: str, data_dir: str | None) -> list[str]:
     return [get_task(t).name for t in tasks]
 
 
+CONFIRM_KEY = "confirm"  # a confirmation trial's whole config sits under this key (one grid value)
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's own config: Optuna's suggestions, or a confirmation's fixed point (its searched values,
+    `confirms` and `method_seed`)."""
+    return config.get(CONFIRM_KEY, config)
+
+
 def trial_settings(
     sweep: SweepSettings, task: str, config: dict[str, Any], method: str = "hadskip"
 ) -> RunSettings:
-    """The run settings of one trial: the sweep's base, the method, and Optuna's suggestions."""
+    """The run settings of one trial: the sweep's base, the method, and Optuna's suggestions (or a
+    confirmation's searched values and its seed)."""
+    config = trial_config(config)
     base = json.loads(sweep.base_settings(task).model_dump_json())
     flags = [f"method={json.dumps(method)}"]
     suggested = [f"{k}={json.dumps(v)}" for k, v in config.items() if k in METHODS[method].space]
+    if config.get("method_seed") is not None:
+        suggested.append(f"method_seed={int(config['method_seed'])}")
     return build_settings(base, flags + suggested)
+
+
+def searched_values(settings_json: str, keys: list[str]) -> dict[str, Any]:
+    """The values a trial's settings JSON holds for the searched (dotted) keys."""
+    node_root = json.loads(settings_json)
+    out = {}
+    for key in keys:
+        node = node_root
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def confirm_seed(sweep: SweepSettings, task: str, index: int) -> int:
+    """The i-th confirmation seed of a task: never the searched seed, the same on every resume."""
+    return sweep.base_settings(task).seed + 1000 * (index + 1)
 
 
 def objective(points: list[tuple[float, float | None, float | None]], tolerance: float) -> float:

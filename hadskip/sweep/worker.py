@@ -112,7 +112,7 @@ def worker_loop(cfg: dict) -> None:
     resumed = storage.exists(state_uri)
     if resumed:  # a restarted trial: count the points it finished, and publish any the kill cut off
         for raw in RunState.from_json(storage.read_bytes(state_uri)).rows:
-            row = tag(ResultRow(**raw), sweep, trial_id, task)
+            row = tag(ResultRow(**raw), sweep, trial_id, task, cfg["config"])
             if row.method == FULL:
                 continue
             points.append((row.budget, row.metric, row.mean_layers))
@@ -122,7 +122,7 @@ def worker_loop(cfg: dict) -> None:
     def on_point(row: ResultRow, _checkpoint) -> None:
         if row.method == FULL:  # the stage I run of the task writes that row once
             return
-        row = tag(row, sweep, trial_id, task)
+        row = tag(row, sweep, trial_id, task, cfg["config"])
         if runtime.is_main:
             write_point(sweep.results, row, point_name(trial_id))
         points.append((row.budget, row.metric, row.mean_layers))
