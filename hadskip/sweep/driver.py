@@ -239,6 +239,17 @@ def _tune_space(space: dict[str, Dimension]) -> dict:
     return {key: make[kind](*args) for key, (kind, args) in space.items()}
 
 
+def _trainable(sweep: SweepSettings, task: str, num_layers: int, method: str):
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(
+            run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers, method=method
+        ),
+        {"CPU": 0.25},  # the trial only waits on its Train workers, which hold the real resources
+    )
+
+
 def experiment_name(task: str, method: str) -> str:
     return f"tune-{task}" if method == "hadskip" else f"tune-{task}-{method}"
 
@@ -248,12 +259,7 @@ def _tuner(sweep: SweepSettings, task: str, num_layers: int, method: str = "hads
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers, method=method
-        ),
-        {"CPU": 0.25},  # the trial only waits on its Train workers, which hold the real resources
-    )
+    trainable = _trainable(sweep, task, num_layers, method)
     path = storage.join(sweep.root, experiment_name(task, method))
     if tune.Tuner.can_restore(path):
         log.info("%s %s: resuming the Tune experiment at %s", task, method, path)
@@ -313,12 +319,7 @@ def _confirm_tuner(sweep: SweepSettings, task: str, num_layers: int, method: str
     """A plain grid (no search, no early stopping) over the confirmation points of one task x method."""
     from ray import tune
 
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers, method=method
-        ),
-        {"CPU": 0.25},
-    )
+    trainable = _trainable(sweep, task, num_layers, method)
     name = f"confirm-{task}-{method}"
     path = storage.join(sweep.root, name)
     if tune.Tuner.can_restore(path):
