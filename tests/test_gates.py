@@ -67,3 +67,29 @@ def test_fresh_gates_already_depend_on_the_input():
     gate = SkipGate(384, 64)
     p = gate(torch.randn(256, 384) * 0.5 + 1.0).softmax(-1)[:, RUN]  # scale and offset: the norm removes them
     assert p.std() > 0.05
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.057, 0.3, 0.5, 0.95, 1.0])
+def test_cheap_decision_equals_the_probability_threshold(threshold):
+    torch.manual_seed(0)
+    gate = SkipGate(48, 16, init_run_bias=0.5)
+    with torch.no_grad():  # a trained-looking norm: scale and shift away from 1 and 0
+        gate.norm.weight.uniform_(0.5, 1.5)
+        gate.norm.bias.uniform_(-0.3, 0.3)
+    x = torch.randn(4096, 48) * 3 + 1
+    p = gate(x).softmax(-1)[:, RUN]
+    fast = gate.decide(x, threshold)
+    slow = p > threshold
+    near = (p - threshold).abs() < 1e-6  # float rounding at the threshold itself
+    assert fast.dtype == torch.bool and fast.shape == (4096,)
+    assert torch.equal(fast[~near], slow[~near]) and slow.any() != (threshold >= 1.0)
+
+
+def test_cheap_decision_refolds_when_the_weights_change():
+    torch.manual_seed(1)
+    gate = SkipGate(8, 4)
+    x = torch.randn(256, 8)
+    before = gate.decide(x, 0.5)
+    with torch.no_grad():
+        gate.fc2.bias[RUN] += 50.0  # every gate opens
+    assert gate.decide(x, 0.5).all() and not torch.equal(before, gate.decide(x, 0.5))

@@ -66,8 +66,11 @@ def test_learned_routing_in_eval_matches_masked_and_threshold():
     with torch.no_grad():
         routed = model(ids, mask)
         masked = model(ids, mask, route=False)
+        with_probs = model(ids, mask, return_probs=True)
     torch.testing.assert_close(routed.logits, masked.logits, rtol=1e-5, atol=1e-5)
-    assert torch.equal(routed.gates.bool(), routed.probs > 0.5)
+    assert routed.probs is None  # the cheap decision computes no probabilities
+    assert torch.equal(routed.gates, with_probs.gates) and torch.equal(routed.logits, with_probs.logits)
+    assert torch.equal(with_probs.gates.bool(), with_probs.probs > 0.5)
     assert 0 < routed.gates.sum() < routed.gates.numel()
     with torch.no_grad():
         stricter = model(ids, mask, threshold=0.9)
@@ -180,14 +183,17 @@ def test_mean_pooled_gates_ignore_padding_and_survive_save_load(tmp_path):
     padded_ids = torch.cat([ids, torch.full((4, 5), 7)], dim=1)  # extra padding with junk tokens
     padded_mask = torch.cat([mask, torch.zeros(4, 5, dtype=torch.long)], dim=1)
     with torch.no_grad():
-        a = model(ids, mask)
-        b = model(padded_ids, padded_mask)
+        a = model(ids, mask, return_probs=True)
+        b = model(padded_ids, padded_mask, return_probs=True)
+        fast_a, fast_b = model(ids, mask), model(padded_ids, padded_mask)
     torch.testing.assert_close(a.probs, b.probs, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-5)
+    # the cheap decision's one-kernel masked mean ignores the padding too, and decides the same
+    assert torch.equal(fast_a.gates, a.gates) and torch.equal(fast_b.gates, a.gates)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = load(tmp_path / "ckpt")
     assert loaded.gate_pooling == "mean"
     with torch.no_grad():
-        torch.testing.assert_close(loaded(ids, mask).probs, a.probs)
+        torch.testing.assert_close(loaded(ids, mask, return_probs=True).probs, a.probs)
     with pytest.raises(ConfigError, match="gate pooling 'max' is not one of first, mean"):
         GatedModel(tiny_model("bert"), gate_pooling="max")

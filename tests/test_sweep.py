@@ -79,6 +79,18 @@ def _argv(model_dir, glue_dir, tmp_path, *extra):
 # -- no Ray ----------------------------------------------------------------------------------------------
 
 
+def test_progress_line_counts_trials_and_shows_the_best_valid_points():
+    from hadskip.sweep.driver import progress_line
+
+    line = progress_line(
+        "cola hadskip", ["TERMINATED", "RUNNING", "ERROR", "PENDING"], {1.5: 0.1, 3.0: 0.25}, 61.4, 8
+    )
+    assert line == (
+        "cola hadskip: 2/8 trials finished (1 failed), 1 running; best valid so far 3: 0.2500, 1.5: 0.1000; 61 s"
+    )
+    assert "best valid so far none yet" in progress_line("x", [], {}, 0, 2)
+
+
 def test_objective_never_lets_an_over_budget_point_win():
     feasible = objective([(3.0, 0.40, 3.1)], tolerance=0.25)
     over = objective([(3.0, 0.95, 3.5)], tolerance=0.25)
@@ -226,6 +238,12 @@ def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
     assert "best point per task and budget" in out and "cola" in out and "mrpc" in out
     kept = [p for p in (tmp_path / "state" / "smoke" / "runs").glob("*/checkpoints/*") if p.is_dir()]
     assert 0 < len(kept) <= 4 and not [p for p in kept if p.name == "stage2"]
+
+    # the console shows one progress line per change; each trial's step lines are in its train.log
+    assert "cola hadskip: 2/2 trials finished (1 failed), 0 running; best valid so far 3: " in out
+    assert "Trial status" not in out  # Tune's table only with --verbose
+    logs = list((tmp_path / "state" / "smoke" / "runs").glob("*/train.log"))
+    assert len(logs) == 4 and all("stage III" in p.read_text() for p in logs)
 
 
 def test_baselines_run_beside_hadskip_in_their_own_studies(

@@ -82,6 +82,12 @@ def build_parser(default_data_dir: Path | None = None) -> argparse.ArgumentParse
         action="store_true",
         help="trace every best checkpoint's accuracy-latency curve (hadskip curve) into the results",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Tune's status table and every worker's log on the console (default: one progress line per "
+        "change; worker logs in <storage>/<name>/runs/<trial>/train.log)",
+    )
     p.add_argument("--keep-checkpoints", choices=("best", "all"), default="best")
     p.add_argument(
         "--speed-batch-size",
@@ -155,6 +161,7 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
         speed_batch_size=args.speed_batch_size or None,
         confirm_seeds=confirm_seeds,
         curves=args.curves,
+        verbose=args.verbose,
     )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SKIP, RUN = 0, 1  # index of each decision in the gate's two logits
@@ -30,6 +33,41 @@ class SkipGate(nn.Module):
     def forward(self, first_token: torch.Tensor) -> torch.Tensor:
         # (B, D) -> (B, 2); computed in float32 so the decision does not flip under half precision
         return self.fc2(self.act(self.fc1(self.norm(first_token)))).float()
+
+    def decide(self, pooled: torch.Tensor, threshold: float) -> torch.Tensor:
+        """The inference decision p(run) > threshold, cheaply: (B, D) -> (B,) bool.
+
+        p(run) = softmax(logits)[run] = sigmoid(logit_run - logit_skip), so the decision is the logit
+        difference against logit(threshold): no softmax, and one output row instead of two. The layer
+        norm's scale and shift are folded into fc1 (refolded whenever a weight changes or moves), leaving
+        four kernels: normalise, matmul + bias, tanh, matrix-vector + bias. Equal to `forward`'s decision
+        up to float rounding at the threshold itself.
+        """
+        w1, b1, w2, b2 = self._folded()
+        x = F.layer_norm(pooled.to(w1.dtype), pooled.shape[-1:], eps=self.norm.eps)
+        margin = torch.addmv(b2, torch.tanh(torch.addmm(b1, x, w1)), w2)
+        return margin > logit(threshold)
+
+    def _folded(self) -> tuple[torch.Tensor, ...]:
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+        if getattr(self, "_fold_key", None) != key:
+            with torch.no_grad():
+                gamma, beta = self.norm.weight.float(), self.norm.bias.float()
+                w, b = self.fc1.weight.float(), self.fc1.bias.float()
+                w2 = (self.fc2.weight[RUN] - self.fc2.weight[SKIP]).float()
+                b2 = (self.fc2.bias[RUN] - self.fc2.bias[SKIP]).float()
+                self._fold = ((w * gamma).t().contiguous(), b + w @ beta, w2.contiguous(), b2)
+            self._fold_key = key
+        return self._fold
+
+
+def logit(p: float) -> float:
+    """log(p / (1 - p)), -inf at p <= 0 and inf at p >= 1 (every layer runs, or none)."""
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))
 
 
 def sample_one_hot(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

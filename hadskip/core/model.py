@@ -68,6 +68,11 @@ class RoutingState:
         self.record_hidden = False
         self.record_attn = False
         self.token_mask: torch.Tensor | None = None  # (B, T) 1 for real tokens, for mean-pooled gate input
+        # inference: (B, 1, T) mean-pooling weights (mask / real tokens), built once per forward, or None
+        # when every row is unpadded (a plain mean)
+        self.pool_weights: torch.Tensor | None = None
+        self.pool_ready = False
+        self.return_probs = False  # inference: also compute p(run) (the full gate, softmax and all)
         self.trace = Trace()
 
 
@@ -148,6 +153,22 @@ class GatedLayer(nn.Module):
         m = self.state.token_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
         return ((h * m).sum(1) / m.sum(1).clamp_min(1.0)).to(dtype)
 
+    def _pooled_for_inference(self, h: torch.Tensor) -> torch.Tensor:
+        """The gate's input at inference: the same pooling as `_gate_input`, in one kernel per layer (the
+        weights of the masked mean are built once per forward and shared by every layer)."""
+        if self.pooling == "first":
+            return h[:, 0]
+        state = self.state
+        if not state.pool_ready:
+            m = state.token_mask
+            if m is not None and not bool(m.all()):
+                m = m.to(h.dtype)
+                state.pool_weights = (m / m.sum(1, keepdim=True).clamp_min(1.0)).unsqueeze(1)
+            state.pool_ready = True
+        if state.pool_weights is None:
+            return h.mean(1)
+        return torch.bmm(state.pool_weights, h).squeeze(1)
+
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         state = self.state
         trace = state.trace
@@ -165,10 +186,12 @@ class GatedLayer(nn.Module):
                 run = state.forced[:, self.index].to(device=h.device, dtype=torch.bool)
             elif state.mode == "controlled":
                 run = state.controller(self.index, h)
+            elif not self.training and not state.return_probs:  # inference: the cheap decision
+                run = self.gate.decide(self._pooled_for_inference(h), state.threshold)
             else:
                 logits = self.gate(self._gate_input(h))  # (B, 2)
                 probs = logits.softmax(dim=-1)[:, RUN]
-                # training decides at 0.5 (argmax); inference at the calibrated threshold
+                # training decides by argmax, inference (with probabilities asked for) at the threshold
                 run = probs > (0.5 if self.training else state.threshold)
             if state.mode == "gated" and self.training:
                 one_hot = (
@@ -361,7 +384,10 @@ class GatedModel(nn.Module):
         tau: float = 1.0,
         controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
         detach_gate_input: bool = False,
+        return_probs: bool = False,
     ) -> GatedOutput:
+        """`return_probs`: at inference also compute p(run) per gate (`GatedOutput.probs`); otherwise each
+        gate only decides (`SkipGate.decide`) and `probs` is None. Training always records them."""
         state = self.state
         if open_gates:
             state.mode = "open"
@@ -374,9 +400,11 @@ class GatedModel(nn.Module):
         state.forced, state.controller = forced_gates, controller
         state.sample, state.route, state.tau = sample, route, tau
         state.detach_input = detach_gate_input
+        state.return_probs = return_probs
         state.threshold = self.threshold if threshold is None else threshold
         state.record_hidden, state.record_attn = record_hidden, record_attn
         state.token_mask = attention_mask
+        state.pool_weights, state.pool_ready = None, False
         state.trace = trace = Trace()
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -385,7 +413,7 @@ class GatedModel(nn.Module):
             logits = self.model(**kwargs).logits
         finally:
             state.trace = Trace()
-            state.forced = state.token_mask = state.controller = None
+            state.forced = state.token_mask = state.controller = state.pool_weights = None
         gates = torch.stack(trace.gates, dim=1)
         probs = torch.stack(trace.probs, dim=1) if len(trace.probs) == len(trace.gates) else None
         return GatedOutput(logits=logits, gates=gates, probs=probs, trace=trace)

@@ -13,6 +13,7 @@ cache, and the Parquet dataset. Nothing is held only in one process's memory.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -134,6 +135,64 @@ class PointBookkeeper:
             write_point(self.sweep.results, row, point_name(trial.trial_id))
 
 
+def progress_line(
+    label: str, states: list[str], best: dict[float, float], elapsed_s: float, total: int
+) -> str:
+    """One line of the sweep's progress view: trials finished (failed among them) and running of a task x
+    method, its best valid metric per budget so far, and the time since it started."""
+    finished = sum(s in ("TERMINATED", "ERROR") for s in states)
+    failed = sum(s == "ERROR" for s in states)
+    running = sum(s == "RUNNING" for s in states)
+    shown = ", ".join(f"{b:g}: {m:.4f}" for b, m in sorted(best.items(), reverse=True)) or "none yet"
+    return (
+        f"{label}: {finished}/{total} trials finished ({failed} failed), {running} running; "
+        f"best valid so far {shown}; {elapsed_s:.0f} s"
+    )
+
+
+class Progress:
+    """Driver-side Tune callback: a progress line whenever what it shows changes (a trial reports a point,
+    ends or fails); Tune's own status table only with --verbose. Display only: nothing here is needed to
+    resume."""
+
+    def __init__(self, label: str, total: int, tolerance: float):
+        from ray.tune import Callback
+
+        self.label, self.total, self.tolerance = label, total, tolerance
+        self.best: dict[float, float] = {}
+        self.diverged: set[str] = set()  # trials that end normally for Tune but recorded as failed
+        self.start = time.perf_counter()
+        self.last = ""
+
+        class _Callback(Callback):
+            def on_trial_result(cb, iteration, trials, trial, result, **info):  # noqa: N805
+                budget, metric, layers = result.get("budget"), result.get("metric"), result.get("mean_layers")
+                if result.get("diverged"):
+                    self.diverged.add(trial.trial_id)
+                known = budget is not None and metric is not None and layers is not None
+                if known and layers <= budget + self.tolerance and metric > self.best.get(budget, -math.inf):
+                    self.best[budget] = metric
+                self.show(trials)
+
+            def on_trial_complete(cb, iteration, trials, trial, **info):  # noqa: N805
+                self.show(trials, trial, "TERMINATED")  # Tune sets the status after its callbacks
+
+            def on_trial_error(cb, iteration, trials, trial, **info):  # noqa: N805
+                self.show(trials, trial, "ERROR")
+
+        self.callback = _Callback()
+
+    def show(self, trials, ended=None, status: str = "") -> None:
+        states = [
+            "ERROR" if t.trial_id in self.diverged else status if t is ended else t.status for t in trials
+        ]
+        states += ["PENDING"] * max(0, self.total - len(states))
+        line = progress_line(self.label, states, self.best, time.perf_counter() - self.start, self.total)
+        if line.rsplit(";", 1)[0] != self.last:
+            self.last = line.rsplit(";", 1)[0]
+            print(line, flush=True)
+
+
 def _error_text(trial) -> str:
     try:
         err = trial.get_pickled_error() or trial.get_error()
@@ -185,9 +244,12 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")  # a stuck start fails, never hangs
-    env = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]}
+    env = {
+        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"],
+        "TRANSFORMERS_VERBOSITY": "info" if sweep.verbose else "error",  # no load report per worker
+    }
     if sweep.address:
-        ray.init(address=sweep.address, runtime_env={"env_vars": env}, log_to_driver=True)
+        ray.init(address=sweep.address, runtime_env={"env_vars": env}, log_to_driver=sweep.verbose)
         return
     _loopback_only()
     port = _free_port()
@@ -198,7 +260,7 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=port,
-        log_to_driver=True,
+        log_to_driver=sweep.verbose,  # workers' logs stay in each trial's train.log
         runtime_env={"env_vars": env},
         _node_ip_address="127.0.0.1",
     )
@@ -289,8 +351,11 @@ def _tuner(sweep: SweepSettings, task: str, num_layers: int, method: str = "hads
         run_config=tune.RunConfig(
             name=experiment_name(task, method),
             storage_path=sweep.root,
-            callbacks=[PointBookkeeper(sweep, task, num_layers, method).callback],
-            verbose=1,
+            callbacks=[
+                PointBookkeeper(sweep, task, num_layers, method).callback,
+                Progress(f"{task} {method}", sweep.trials_per_task, sweep.tolerance).callback,
+            ],
+            verbose=1 if sweep.verbose else 0,
         ),
     )
 
@@ -337,8 +402,11 @@ def _confirm_tuner(sweep: SweepSettings, task: str, num_layers: int, method: str
         run_config=tune.RunConfig(
             name=name,
             storage_path=sweep.root,
-            callbacks=[PointBookkeeper(sweep, task, num_layers, method).callback],
-            verbose=1,
+            callbacks=[
+                PointBookkeeper(sweep, task, num_layers, method).callback,
+                Progress(f"{task} {method} confirmation", len(points), sweep.tolerance).callback,
+            ],
+            verbose=1 if sweep.verbose else 0,
         ),
     )
 

@@ -68,6 +68,7 @@ class SweepSettings(BaseModel):
     # after each task x method search: its best valid configuration per budget re-trained with this many
     # fresh seeds (rows with role "confirm"); 0: off
     confirm_seeds: int = Field(2, ge=0)
+    verbose: bool = False  # Tune's status table and every worker's log lines on the console
     curves: bool = False  # trace the accuracy-latency curve of every best checkpoint (`hadskip curve`)
     # TEST HOOK, not a feature: "nan@<trial index>" makes that trial's loss NaN (tests of failure recording)
     test_fault: str | None = None

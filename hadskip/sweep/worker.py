@@ -11,6 +11,7 @@ import logging
 import math
 import socket
 import time
+from pathlib import Path
 
 from hadskip import storage
 from hadskip.config import RunSettings
@@ -67,6 +68,22 @@ def stage1_worker(sweep: SweepSettings, settings: RunSettings, runtime: Runtime)
     ray.train.report({"stage1_metric": stage1.info["metric"]})
 
 
+def _log_to_run_folder(run_uri: str, runtime: Runtime) -> None:
+    """The trial's step lines into `<run>/train.log` (main worker, storage on a filesystem path); with remote
+    storage they stay in Ray's worker logs. The console shows them only with --verbose."""
+    if runtime.is_main and not storage.is_remote(run_uri):
+        path = Path(storage.resolve(run_uri)[1]) / "train.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        root = logging.getLogger()
+        for old in [h for h in root.handlers if h.get_name() == "hadskip-trial"]:  # a reused worker process
+            root.removeHandler(old)
+            old.close()
+        handler = logging.FileHandler(path)
+        handler.set_name("hadskip-trial")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+
+
 def worker_loop(cfg: dict) -> None:
     """One Ray Train worker of a trial (or of a task's stage I run when cfg["stage1_only"])."""
     import ray.train
@@ -89,6 +106,7 @@ def worker_loop(cfg: dict) -> None:
 
     trial_id = cfg["trial_id"]
     run_uri = storage.join(sweep.root, "runs", trial_id)
+    _log_to_run_folder(run_uri, runtime)
     # from TorchTrainer creation to this line: the worker group start Ray Train adds to every trial
     start_s = time.time() - cfg["created"]
     log.info("trial %s: Ray Train workers started in %.1f s", trial_id, start_s)
