@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hadskip.config import build_settings, check_budgets, known_keys
@@ -61,3 +63,13 @@ def test_renamed_settings_migrate_from_files_and_name_their_new_key_on_the_comma
     assert settings.gates.pooling == "first" and settings.gates.hidden_size == 8 and not settings.gates.sample
     with pytest.raises(ConfigError, match=r"'stage3.gate_tau' was renamed to 'gates.tau'"):
         build_settings(overrides=["stage3.gate_tau=2"])
+
+
+def test_a_run_saved_before_a_setting_existed_still_resumes():
+    from hadskip.config import build_settings
+    from hadskip.run.run_dir import semantic_settings
+
+    now = json.loads(build_settings({}, ["seed=3"]).model_dump_json())
+    before = {k: v for k, v in now.items() if k != "method_seed"}  # saved by a version without it
+    assert semantic_settings(before) == semantic_settings(now)
+    assert semantic_settings({**now, "seed": 4}) != semantic_settings(now)

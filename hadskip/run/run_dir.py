@@ -7,6 +7,7 @@ location as soon as it is complete, so nothing a restarted run needs lives only 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -14,8 +15,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from hadskip import storage
-from hadskip.config import migrate
+from hadskip.config import RunSettings, migrate
 from hadskip.core.model import GatedModel
 from hadskip.errors import ConfigError
 from hadskip.results.schema import new_run_id
@@ -32,8 +35,12 @@ def checkpoint_rel(budget: float) -> str:
 
 def semantic_settings(settings: dict) -> dict:
     """Settings that change what a run computes (thread counts and batch sizes of evaluation do not); old
-    key names are migrated, so a run started before a rename still resumes."""
+    key names are migrated and settings added since take their defaults, so a run started before a rename
+    or a new setting still resumes."""
     settings = migrate(settings)
+    # invalid ones are compared as saved: they differ from any valid settings, and the resume is refused
+    with contextlib.suppress(ValidationError):
+        settings = RunSettings.model_validate(settings).model_dump(mode="json")
     return {k: v for k, v in settings.items() if k not in ("threads", "eval_batch_size", "speed_batch_size")}
 
 
