@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hadskip.core.gates import RUN, SkipGate, reinmax, sample_one_hot, straight_through
+from hadskip.core.gates import RUN, SkipGate, reinmax, sample_one_hot, straight_through, uncertainty
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5, 2.0])
@@ -93,3 +93,32 @@ def test_cheap_decision_refolds_when_the_weights_change():
     with torch.no_grad():
         gate.fc2.bias[RUN] += 50.0  # every gate opens
     assert gate.decide(x, 0.5).all() and not torch.equal(before, gate.decide(x, 0.5))
+
+
+def test_uncertainty_is_the_normalised_entropy_of_the_prediction():
+    u = uncertainty(torch.tensor([[0.0, 0.0], [20.0, -20.0]]))
+    torch.testing.assert_close(u, torch.tensor([1.0, 0.0]), atol=1e-6, rtol=0)
+    three = uncertainty(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+    assert three[0].item() == pytest.approx(1.0) and 0.0 < three[1].item() < 1.0
+    torch.testing.assert_close(uncertainty(torch.randn(4, 1)), torch.zeros(4))  # regression: none
+
+
+@pytest.mark.parametrize("threshold", [0.1, 0.5, 0.9])
+def test_uncertainty_weight_shifts_the_run_logit_and_the_cheap_decision_follows(threshold):
+    torch.manual_seed(0)
+    gate = SkipGate(16, 8, uncertainty_weight=3.0)
+    x, u = torch.randn(2048, 16), torch.rand(2048)
+    logits = gate(x, u)
+    with torch.no_grad():
+        gate.uncertainty_weight.zero_()
+    plain = gate(x, u)
+    gap = (logits[:, RUN] - logits[:, 0]) - (plain[:, RUN] - plain[:, 0])
+    torch.testing.assert_close(gap, 3.0 * (u - 0.5))
+    with torch.no_grad():
+        gate.uncertainty_weight.fill_(3.0)
+    p = logits.softmax(-1)[:, RUN]
+    near = (p - threshold).abs() < 1e-6
+    assert torch.equal(gate.decide(x, threshold, u)[~near], (p > threshold)[~near])
+    # the weight learns: the task's gradient reaches it
+    gate(x, u)[:, RUN].sum().backward()
+    assert gate.uncertainty_weight.grad is not None and gate.uncertainty_weight.grad.abs() > 0

@@ -197,3 +197,49 @@ def test_mean_pooled_gates_ignore_padding_and_survive_save_load(tmp_path):
         torch.testing.assert_close(loaded(ids, mask, return_probs=True).probs, a.probs)
     with pytest.raises(ConfigError, match="gate pooling 'max' is not one of first, mean"):
         GatedModel(tiny_model("bert"), gate_pooling="max")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_head_logits_of_the_last_states_are_the_models_own_logits(arch):
+    from hadskip.core.arch import architecture_for, head_logits
+
+    hf = tiny_model(arch)
+    ids, mask = tiny_batch()
+    with torch.no_grad():
+        out = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        logits = head_logits(hf, architecture_for(hf), out.hidden_states[-1])
+    torch.testing.assert_close(logits, out.logits)
+
+
+def test_uncertainty_gates_run_the_unsure_rows_and_survive_save_load(tmp_path):
+    from hadskip.core.arch import head_logits
+    from hadskip.core.gates import uncertainty
+
+    model = GatedModel(tiny_model("bert"), uncertainty_weight=8.0).eval()
+    for layer in model.gated_layers:  # gates that read only the head's uncertainty
+        torch.nn.init.zeros_(layer.gate.fc2.weight)
+    ids, mask = tiny_batch(batch=16, seed=3)
+    with torch.no_grad():
+        fast = model(ids, mask, threshold=0.5)
+        slow = model(ids, mask, threshold=0.5, return_probs=True, record_hidden=True)
+        u1 = uncertainty(head_logits(model.model, model.arch, slow.trace.hidden[0]))
+    assert torch.equal(fast.gates, slow.gates)
+    # the second gate's p(run) rises with the head's uncertainty on its input state, row by row (the first
+    # gate's input is the embeddings, whose first token is the same [CLS] vector for every row)
+    order = u1.argsort()
+    assert bool((slow.probs[order, 1].diff() >= -1e-6).all()) and slow.probs[:, 1].std() > 0
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = load(tmp_path / "ckpt")
+    assert loaded.gate_uncertainty and float(loaded.gated_layers[0].gate.uncertainty_weight) == 8.0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask, threshold=0.5, return_probs=True).probs, slow.probs)
+
+
+def test_uncertainty_gates_send_no_gradient_into_the_head_or_the_encoder():
+    model = GatedModel(tiny_model("bert"), uncertainty_weight=2.0).train()
+    ids, mask = tiny_batch()
+    out = model(ids, mask, detach_gate_input=True)
+    out.probs.sum().backward()  # only what the gates read
+    gate_grads = [p.grad for p in model.gate_parameters()]
+    assert all(g is not None for g in gate_grads)
+    assert all(p.grad is None or not p.grad.any() for p in model.backbone_parameters())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from hadskip.errors import ConfigError
@@ -24,12 +25,16 @@ class Architecture:
     layer_returns_tuple: bool = False
     # extra keyword arguments a layer needs to return attention probabilities
     attention_kwargs: dict = field(default_factory=dict)
+    # how the task model's own head reads a hidden state (`head_logits`): "pooler" (BERT: base model's
+    # pooler, then `classifier`), "cls_head" (a classification head with dense/activation/out_proj reading
+    # the first token: RoBERTa, XLM-R, ELECTRA, MPNet), "pre_classifier" (DistilBERT)
+    head: str = "cls_head"
 
 
 _ENCODER = Architecture("encoder.layer")
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "bert": _ENCODER,
+    "bert": Architecture("encoder.layer", head="pooler"),
     "roberta": _ENCODER,
     "xlm-roberta": _ENCODER,
     "electra": _ENCODER,
@@ -39,7 +44,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         layer_returns_tuple=True,
         attention_kwargs={"output_attentions": True},
     ),
-    "distilbert": Architecture("transformer.layer"),
+    "distilbert": Architecture("transformer.layer", head="pre_classifier"),
 }
 
 
@@ -66,3 +71,15 @@ def attention_module_name(model: nn.Module, arch: Architecture) -> str | None:
     target = recorded.get("attentions")
     target = getattr(target, "target_class", target)  # an OutputRecorder wraps the class
     return target.__name__ if isinstance(target, type) else None
+
+
+def head_logits(model: nn.Module, arch: Architecture, hidden: torch.Tensor) -> torch.Tensor:
+    """The task model's own head applied to any layer's states (B, T, D) -> (B, C), without its dropout: the
+    prediction the model would make if every later layer were skipped."""
+    if arch.head == "pooler":
+        return model.classifier(model.base_model.pooler(hidden))
+    if arch.head == "pre_classifier":
+        return model.classifier(torch.relu(model.pre_classifier(hidden[:, 0])))
+    head = model.classifier
+    act = getattr(head, "activation", None) or torch.tanh
+    return head.out_proj(act(head.dense(hidden[:, 0])))

@@ -20,7 +20,13 @@ class SkipGate(nn.Module):
     budget, and the gate ends up choosing one fixed set of layers for every sequence (seen here).
     """
 
-    def __init__(self, hidden_size: int, gate_hidden_size: int = 64, init_run_bias: float = 0.0):
+    def __init__(
+        self,
+        hidden_size: int,
+        gate_hidden_size: int = 64,
+        init_run_bias: float = 0.0,
+        uncertainty_weight: float | None = None,
+    ):
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size)
         self.fc1 = nn.Linear(hidden_size, gate_hidden_size)  # default init: pre-activations of std ~0.6
@@ -29,12 +35,23 @@ class SkipGate(nn.Module):
         nn.init.normal_(self.fc2.weight, std=gate_hidden_size**-0.5)  # logits of std ~0.5 across inputs
         with torch.no_grad():
             self.fc2.bias.copy_(torch.tensor([0.0, init_run_bias]))
+        # w in logit(run) += w * (u - 1/2), u in [0, 1] the uncertainty of the prediction the model would make
+        # if it stopped here (`uncertainty`); None: the gate reads only the pooled state (the paper's gate)
+        self.uncertainty_weight = (
+            None if uncertainty_weight is None else nn.Parameter(torch.tensor(float(uncertainty_weight)))
+        )
 
-    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
+    def forward(self, pooled: torch.Tensor, uncertainty: torch.Tensor | None = None) -> torch.Tensor:
         # (B, D) -> (B, 2); computed in float32 so the decision does not flip under half precision
-        return self.fc2(self.act(self.fc1(self.norm(first_token)))).float()
+        logits = self.fc2(self.act(self.fc1(self.norm(pooled)))).float()
+        if self.uncertainty_weight is None:
+            return logits
+        shift = self.uncertainty_weight * (uncertainty.float() - 0.5)
+        return logits + torch.stack([torch.zeros_like(shift), shift], dim=-1)
 
-    def decide(self, pooled: torch.Tensor, threshold: float) -> torch.Tensor:
+    def decide(
+        self, pooled: torch.Tensor, threshold: float, uncertainty: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The inference decision p(run) > threshold, cheaply: (B, D) -> (B,) bool.
 
         p(run) = softmax(logits)[run] = sigmoid(logit_run - logit_skip), so the decision is the logit
@@ -46,10 +63,15 @@ class SkipGate(nn.Module):
         w1, b1, w2, b2 = self._folded()
         x = F.layer_norm(pooled.to(w1.dtype), pooled.shape[-1:], eps=self.norm.eps)
         margin = torch.addmv(b2, torch.tanh(torch.addmm(b1, x, w1)), w2)
+        if self.uncertainty_weight is not None:
+            margin = margin + self.uncertainty_weight.float() * (uncertainty.float() - 0.5)
         return margin > logit(threshold)
 
     def _folded(self) -> tuple[torch.Tensor, ...]:
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+        key = tuple(
+            (p.data_ptr(), p._version, p.dtype)
+            for p in (*self.norm.parameters(), *self.fc1.parameters(), *self.fc2.parameters())
+        )
         if getattr(self, "_fold_key", None) != key:
             with torch.no_grad():
                 gamma, beta = self.norm.weight.float(), self.norm.bias.float()
@@ -59,6 +81,15 @@ class SkipGate(nn.Module):
                 self._fold = ((w * gamma).t().contiguous(), b + w @ beta, w2.contiguous(), b2)
             self._fold_key = key
         return self._fold
+
+
+def uncertainty(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C) head logits -> (B,) normalised entropy of the prediction in [0, 1] (1: uniform); 0 for a
+    regression head (C = 1), which has no predictive distribution."""
+    if logits.shape[-1] == 1:
+        return logits.new_zeros(logits.shape[0], dtype=torch.float32)
+    logp = logits.float().log_softmax(dim=-1)
+    return -(logp.exp() * logp).sum(-1) / math.log(logits.shape[-1])
 
 
 def logit(p: float) -> float:

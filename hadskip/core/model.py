@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hadskip.core.arch import Architecture, architecture_for, attention_module_name, layer_list
-from hadskip.core.gates import RUN, SkipGate, reinmax, sample_one_hot
+from hadskip.core.arch import Architecture, architecture_for, attention_module_name, head_logits, layer_list
+from hadskip.core.gates import RUN, SkipGate, reinmax, sample_one_hot, uncertainty
 from hadskip.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class RoutingState:
         self.pool_weights: torch.Tensor | None = None
         self.pool_ready = False
         self.return_probs = False  # inference: also compute p(run) (the full gate, softmax and all)
+        # the HF task model, whose head gates with an uncertainty weight read (`head_logits`)
+        self.task_model: nn.Module | None = None
         self.trace = Trace()
 
 
@@ -169,6 +171,14 @@ class GatedLayer(nn.Module):
             return h.mean(1)
         return torch.bmm(state.pool_weights, h).squeeze(1)
 
+    def _uncertainty(self, h: torch.Tensor) -> torch.Tensor | None:
+        """What a gate with an uncertainty weight also reads: how unsure the model's own head is of the
+        prediction it would make from h (no gradient: the head is not trained to steer the gates)."""
+        if self.gate.uncertainty_weight is None:
+            return None
+        with torch.no_grad():
+            return uncertainty(head_logits(self.state.task_model, self.arch, h.detach()))
+
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         state = self.state
         trace = state.trace
@@ -187,9 +197,9 @@ class GatedLayer(nn.Module):
             elif state.mode == "controlled":
                 run = state.controller(self.index, h)
             elif not self.training and not state.return_probs:  # inference: the cheap decision
-                run = self.gate.decide(self._pooled_for_inference(h), state.threshold)
+                run = self.gate.decide(self._pooled_for_inference(h), state.threshold, self._uncertainty(h))
             else:
-                logits = self.gate(self._gate_input(h))  # (B, 2)
+                logits = self.gate(self._gate_input(h), self._uncertainty(h))  # (B, 2)
                 probs = logits.softmax(dim=-1)[:, RUN]
                 # training decides by argmax, inference (with probabilities asked for) at the threshold
                 run = probs > (0.5 if self.training else state.threshold)
@@ -243,8 +253,11 @@ class GatedModel(nn.Module):
         gate_pooling: str = "mean",
         *,
         gates: bool = True,
+        uncertainty_weight: float | None = None,
     ):
-        """`gates=False` wraps the layers without skip gates (early-exit models route by a controller)."""
+        """`gates=False` wraps the layers without skip gates (early-exit models route by a controller).
+        `uncertainty_weight`: each gate also reads the uncertainty of the head's prediction from the gate's
+        input state, starting with this weight on it (`SkipGate`); None: the paper's gate."""
         super().__init__()
         if gate_pooling not in ("first", "mean"):
             raise ConfigError(f"gate pooling {gate_pooling!r} is not one of first, mean")
@@ -252,7 +265,9 @@ class GatedModel(nn.Module):
         self.arch = architecture_for(hf_model)
         self.model = hf_model
         self.gate_hidden_size = gate_hidden_size
+        self.gate_uncertainty = gates and uncertainty_weight is not None
         self.state = RoutingState()
+        self.state.task_model = hf_model
         self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold (calibrated per budget)
         self.tokenizer = None  # set by `load`, for `predict`
         self.metadata: dict = {}
@@ -266,7 +281,9 @@ class GatedModel(nn.Module):
             if isinstance(base, GatedLayer):
                 raise ConfigError("model is already wrapped with gates")
             gate = (
-                SkipGate(hidden_size, gate_hidden_size, init_run_bias).to(device=param.device)
+                SkipGate(hidden_size, gate_hidden_size, init_run_bias, uncertainty_weight).to(
+                    device=param.device
+                )
                 if gates
                 else None
             )
@@ -431,12 +448,18 @@ class GatedModel(nn.Module):
         return {
             "gate_hidden_size": self.gate_hidden_size,
             "gate_pooling": self.gate_pooling,
+            "gate_uncertainty": self.gate_uncertainty,
             "threshold": self.threshold,
         }
 
     @classmethod
     def _from_meta(cls, hf: nn.Module, meta: dict, tensors: dict[str, torch.Tensor]) -> GatedModel:
-        model = cls(hf, int(meta["gate_hidden_size"]), gate_pooling=meta.get("gate_pooling", "first"))
+        model = cls(
+            hf,
+            int(meta["gate_hidden_size"]),
+            gate_pooling=meta.get("gate_pooling", "first"),
+            uncertainty_weight=0.0 if meta.get("gate_uncertainty") else None,  # the saved weight is loaded
+        )
         model.load_gate_state_dict(tensors)
         model.threshold = float(meta.get("threshold", 0.5))
         return model

@@ -84,4 +84,6 @@ def load_gated(path: Path, settings: RunSettings, device: torch.device) -> Gated
             f"checkpoint {path} is corrupted or incomplete ({type(err).__name__})"
         ) from None
     g = settings.gates
-    return GatedModel(hf, g.hidden_size, g.init_run_bias, g.pooling).to(device)
+    return GatedModel(
+        hf, g.hidden_size, g.init_run_bias, g.pooling, uncertainty_weight=g.uncertainty_weight
+    ).to(device)
