@@ -10,6 +10,11 @@ a win or a loss only when it exceeds the seeds' spread (sqrt(sd_a^2 + sd_b^2)); 
     python bench/methods.py --tasks cola,mrpc,sst2 --seeds 1,2,3 --set-for sst2:data.train_limit=8000
     python bench/methods.py --tasks sst2 --methods hadskip,static --seeds 1,2 \\
         --variant detach=gates.detach_input=true,stage3.budget_target=expected      # an ablation row
+
+Seeds run in parallel as separate processes (one per core, each with its own --out and a shared
+--cache-dir) make one table afterwards, without training anything:
+
+    python bench/methods.py --table runs/s1 runs/s2
 """
 
 from __future__ import annotations
@@ -78,6 +83,19 @@ def run(args) -> pd.DataFrame:
                 df["label"] = df.method.where(df.method == "full", label)
                 frames.append(df)
                 print(format_table(pd.concat(frames), args.tolerance), flush=True)
+    return pd.concat(frames)
+
+
+def collect(dirs: list[str]) -> pd.DataFrame:
+    """Every finished run below `dirs` (<out>/<task>/<label>-s<seed>/results.parquet), labelled as `run` does."""
+    frames = []
+    for top in dirs:
+        for path in sorted(Path(top).glob("*/*-s*/results.parquet")):
+            df = read_results(path)
+            df["label"] = df.method.where(df.method == "full", path.parent.name.rsplit("-s", 1)[0])
+            frames.append(df[df.status == "ok"])
+    if not frames:
+        raise SystemExit(f"no results.parquet below {', '.join(dirs)}")
     return pd.concat(frames)
 
 
@@ -163,7 +181,11 @@ def main() -> None:
     p.add_argument("--progress", action="store_true", help="tqdm bars")
     p.add_argument("--checkpoints", action="store_true", help="save each point's model (for bench-speed)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="settings for every run")
+    p.add_argument("--table", nargs="+", metavar="DIR", help="only print the table of the runs below these --out folders")
     args = p.parse_args()
+    if args.table:
+        print(format_table(collect(args.table), args.tolerance))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_transformers()
     start = time.perf_counter()
