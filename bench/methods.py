@@ -181,7 +181,9 @@ def main() -> None:
     p.add_argument("--progress", action="store_true", help="tqdm bars")
     p.add_argument("--checkpoints", action="store_true", help="save each point's model (for bench-speed)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="settings for every run")
-    p.add_argument("--table", nargs="+", metavar="DIR", help="only print the table of the runs below these --out folders")
+    p.add_argument(
+        "--table", nargs="+", metavar="DIR", help="only print the table of the runs below these --out folders"
+    )
     args = p.parse_args()
     if args.table:
         print(format_table(collect(args.table), args.tolerance))

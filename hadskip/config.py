@@ -62,7 +62,7 @@ class GateSettings(Settings):
     detach_input: bool = False
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
-    # every later layer is skipped): logit(run) += w * (u - 1/2), w learned, starting at this value. The
+    # every later layer is skipped): logit(run) += w * (u - 1/2), w this fixed value (the MLP learns). The
     # early-exit baselines decide on exactly this signal; a gate that reads only the pooled state learns the
     # same per-input preference from the task's weak ReinMax gradient, or ends on one route for every input.
     # None: the paper's gate (pooled state only). Regression heads have no entropy (u = 0).

@@ -36,10 +36,13 @@ class SkipGate(nn.Module):
         with torch.no_grad():
             self.fc2.bias.copy_(torch.tensor([0.0, init_run_bias]))
         # w in logit(run) += w * (u - 1/2), u in [0, 1] the uncertainty of the prediction the model would make
-        # if it stopped here (`uncertainty`); None: the gate reads only the pooled state (the paper's gate)
-        self.uncertainty_weight = (
-            None if uncertainty_weight is None else nn.Parameter(torch.tensor(float(uncertainty_weight)))
-        )
+        # if it stopped here (`uncertainty`); None: the gate reads only the pooled state (the paper's gate).
+        # A fixed prior, not learned: until the head has learned to read shallow states every u is about 1, so
+        # a learned w would only be a second bias, and the budget penalty would drive it down, even negative.
+        if uncertainty_weight is None:
+            self.uncertainty_weight = None
+        else:
+            self.register_buffer("uncertainty_weight", torch.tensor(float(uncertainty_weight)))
 
     def forward(self, pooled: torch.Tensor, uncertainty: torch.Tensor | None = None) -> torch.Tensor:
         # (B, D) -> (B, 2); computed in float32 so the decision does not flip under half precision

@@ -458,7 +458,7 @@ class GatedModel(nn.Module):
             hf,
             int(meta["gate_hidden_size"]),
             gate_pooling=meta.get("gate_pooling", "first"),
-            uncertainty_weight=0.0 if meta.get("gate_uncertainty") else None,  # the saved weight is loaded
+            uncertainty_weight=0.0 if meta.get("gate_uncertainty") else None,  # the saved value is loaded
         )
         model.load_gate_state_dict(tensors)
         model.threshold = float(meta.get("threshold", 0.5))
