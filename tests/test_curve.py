@@ -92,3 +92,46 @@ def test_bad_curve_arguments_are_one_line_errors(trained, glue_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+# -- hadskip routes ---------------------------------------------------------------------------------------
+
+
+def test_route_summary_groups_routes_and_depths():
+    import numpy as np
+
+    from hadskip.data.routes import route_summary
+
+    executed = np.array([[1, 0, 1], [1, 0, 1], [1, 0, 1], [1, 1, 1], [0, 0, 0]], dtype=bool)
+    labels = np.array([1, 1, 0, 0, 1])
+    preds = np.array([1, 1, 1, 0, 1])
+    s = route_summary(executed, labels, preds, regression=False)
+    assert s.routes == [("1.3", 0.6), ("1.2.3", 0.2), ("-", 0.2)] and s.distinct == 3 and not s.static
+    assert s.mean_layers == pytest.approx(1.8) and s.layer_usage == pytest.approx([0.8, 0.2, 0.8])
+    by_depth = {g.layers: g for g in s.groups}
+    assert sorted(by_depth) == [0, 2, 3] and sum(g.rows for g in s.groups) == 5
+    assert by_depth[2].accuracy == pytest.approx(2 / 3) and by_depth[2].gold_common == pytest.approx(2 / 3)
+    assert by_depth[3].pred_common == 0.0 and s.common_label == 1
+    same = route_summary(np.ones((20, 2), dtype=bool), np.zeros(20), np.zeros(20), regression=True)
+    assert same.static and same.groups[0].abs_error == 0.0 and same.groups[0].accuracy is None
+
+
+def test_routes_of_a_trained_checkpoint(trained, glue_dir, capsys):
+    ckpt = trained / "hadskip" / "checkpoints" / "budget-3"
+    assert main(["-q", "routes", str(ckpt), "--task", "cola", "--data-dir", str(glue_dir)]) == 0
+    out = capsys.readouterr().out
+    row = read_results(trained / "hadskip" / "results.parquet")
+    at3 = row[(row.method == "hadskip") & (row.budget == 3)].iloc[0]
+    assert f"{at3.mean_layers:.2f} ±" in out and "trained for budget 3" in out
+    # a threshold no p(run) exceeds runs nothing: one empty route for every row, called static
+    assert (
+        main(["-q", "routes", str(ckpt), "--task", "cola", "--data-dir", str(glue_dir), "--threshold", "1"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "0.00 ± 0.00 layers" in out and "1 distinct routes" in out and "one route serves 100%" in out
+    exit_ckpt = trained / "entropy" / "checkpoints" / "budget-3"
+    assert main(["-q", "routes", str(exit_ckpt), "--task", "cola", "--data-dir", str(glue_dir)]) == 0
+    assert "entropy on cola dev" in capsys.readouterr().out
+    assert main(["-q", "routes", str(ckpt), "--task", "cola", "--top", "0"]) == 2
+    assert "--top 0 must be at least 1" in capsys.readouterr().err

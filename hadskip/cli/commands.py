@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from hadskip.cli import curve as curve_cli
 from hadskip.cli import results as results_cli
+from hadskip.cli import routes as routes_cli
 from hadskip.cli import speed as speed_cli
 from hadskip.cli import train as train_cli
 from hadskip.errors import HadSkipError
@@ -28,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "results": Command(results_cli.HELP, results_cli.add_arguments, results_cli.run),
     "bench-speed": Command(speed_cli.HELP, speed_cli.add_arguments, speed_cli.run),
     "curve": Command(curve_cli.HELP, curve_cli.add_arguments, curve_cli.run),
+    "routes": Command(routes_cli.HELP, routes_cli.add_arguments, routes_cli.run),
 }
 
 
