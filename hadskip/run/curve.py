@@ -105,6 +105,32 @@ def _task_data(
     )
 
 
+def open_checkpoint(
+    checkpoint: str | Path,
+    task: str,
+    data_dir: str | None,
+    runtime: Runtime,
+    settings: RunSettings | None = None,
+) -> tuple[GatedModel, str, RunSettings, TaskData, dict]:
+    """A checkpoint on `runtime`'s device with its method, settings (default: its run's), the task's dev data
+    tokenised by its own tokenizer, and its hadskip.json."""
+    model = load(checkpoint)
+    if model.tokenizer is None:
+        raise ConfigError(f"checkpoint {checkpoint} has no tokenizer saved beside it")
+    meta = json.loads((Path(checkpoint) / META_FILE).read_text())
+    method = model.method if isinstance(model, ExitModel) else "hadskip"
+    settings = settings or checkpoint_settings(checkpoint, task, method)
+    data = _task_data(
+        model,
+        task,
+        data_dir or settings.data.data_dir,
+        settings.data.max_length,
+        settings.data.dev_limit,
+        settings.seed,
+    )
+    return model.to(runtime.device), method, settings, data, meta
+
+
 def trace_curve(
     checkpoint: str | Path,
     task: str,
@@ -130,21 +156,7 @@ def trace_curve(
         raise ConfigError(f"--points {options.points} must be at least 2 (a curve needs two ends)")
     if options.latency_rows < 0:
         raise ConfigError(f"--latency-rows {options.latency_rows} must be >= 0 (0: no latency)")
-    model = load(checkpoint)
-    if model.tokenizer is None:
-        raise ConfigError(f"checkpoint {checkpoint} has no tokenizer saved beside it")
-    meta = json.loads((Path(checkpoint) / META_FILE).read_text())
-    method = model.method if isinstance(model, ExitModel) else "hadskip"
-    settings = settings or checkpoint_settings(checkpoint, task, method)
-    data = _task_data(
-        model,
-        task,
-        data_dir or settings.data.data_dir,
-        settings.data.max_length,
-        settings.data.dev_limit,
-        settings.seed,
-    )
-    model.to(runtime.device)
+    model, method, settings, data, meta = open_checkpoint(checkpoint, task, data_dir, runtime, settings)
     budget = float(meta.get("metadata", {}).get("budget") or model.num_layers)
     out = out or str(Path(checkpoint) / "curve")
     run_id = run_id or f"curve-{new_run_id()}"
