@@ -71,9 +71,11 @@ class SkipGate(nn.Module):
         return margin > logit(threshold)
 
     def _folded(self) -> tuple[torch.Tensor, ...]:
+        # the six tensors named, not self.parameters(): walking the modules cost ~20 us a call at batch 1
+        norm, fc1, fc2 = self.norm, self.fc1, self.fc2
         key = tuple(
             (p.data_ptr(), p._version, p.dtype)
-            for p in (*self.norm.parameters(), *self.fc1.parameters(), *self.fc2.parameters())
+            for p in (norm.weight, norm.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
         )
         if getattr(self, "_fold_key", None) != key:
             with torch.no_grad():
