@@ -110,11 +110,13 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         for m, k, g in zip(df.metric, key, gain, strict=True)
     ]
     return (
-        df.groupby(["task", "label", "budget"], sort=False)
+        df.sort_values("seed")
+        .groupby(["task", "label", "budget"], sort=False)
         .agg(
             n=("metric", "size"),
             mean=("metric", "mean"),
             sd=("metric", "std"),
+            seeds=("metric", lambda m: " / ".join(f"{v:.3f}" for v in m)),
             layers=("mean_layers", "mean"),
             share=("share", "mean"),
             train_s=("train_seconds", "mean"),
@@ -148,6 +150,7 @@ def format_table(df: pd.DataFrame, tolerance: float) -> str:
                     "budget": f"{budget:g}",
                     "n": r.n,
                     "metric": f"{r.mean:.4f}{sd}",
+                    "per seed": r.seeds if r.n > 1 else "",
                     "layers": f"{r.layers:.2f}",
                     "ok": "yes" if ok else "NO",
                     "gain share": "-" if r.share != r.share else f"{r.share:.0%}",
