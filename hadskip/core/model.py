@@ -257,7 +257,7 @@ class GatedModel(nn.Module):
     ):
         """`gates=False` wraps the layers without skip gates (early-exit models route by a controller).
         `uncertainty_weight`: each gate also reads the uncertainty of the head's prediction from the gate's
-        input state, starting with this weight on it (`SkipGate`); None: the paper's gate."""
+        input state, with this fixed weight on it (`SkipGate`); None: the paper's gate."""
         super().__init__()
         if gate_pooling not in ("first", "mean"):
             raise ConfigError(f"gate pooling {gate_pooling!r} is not one of first, mean")
