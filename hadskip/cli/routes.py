@@ -15,10 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=5, help="routes to list (default 5)")
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
 def run(args: argparse.Namespace) -> int:
     from hadskip.errors import ConfigError
     from hadskip.run.routes import checkpoint_routes

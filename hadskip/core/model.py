@@ -265,7 +265,6 @@ class GatedModel(nn.Module):
         self.arch = architecture_for(hf_model)
         self.model = hf_model
         self.gate_hidden_size = gate_hidden_size
-        self.gate_uncertainty = gates and uncertainty_weight is not None
         self.state = RoutingState()
         self.state.task_model = hf_model
         self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold (calibrated per budget)
@@ -303,6 +302,11 @@ class GatedModel(nn.Module):
     @property
     def gated_layers(self) -> list[GatedLayer]:
         return list(layer_list(self.model, self.arch))
+
+    @property
+    def gate_uncertainty(self) -> bool:
+        """Whether the gates also read the head's uncertainty (`SkipGate.uncertainty_weight`)."""
+        return any(g.gate is not None and g.gate.uncertainty_weight is not None for g in self.gated_layers)
 
     def gate_parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.gated_layers if layer.gate is not None for p in layer.gate.parameters()]
