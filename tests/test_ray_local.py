@@ -1,4 +1,4 @@
-"""The embedded local Ray of a sweep listens on 127.0.0.1 only."""
+"""The embedded local Ray of a sweep listens on 127.0.0.1 only, and refuses a trial it cannot hold."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def test_the_local_ray_binds_to_loopback_only(monkeypatch, tmp_path):
     import ray
     from ray._private import ray_constants
 
-    from hadskip.sweep.driver import LOOPBACK_VAR, connect
+    from hadskip.errors import ConfigError
+    from hadskip.sweep.driver import LOOPBACK_VAR, check_one_trial_fits, connect
     from hadskip.sweep.settings import SweepSettings
 
     # connect() sets these for the process: give them back afterwards
@@ -45,5 +46,8 @@ def test_the_local_ray_binds_to_loopback_only(monkeypatch, tmp_path):
                 todo.append(child)
         ports = _listening(pids)
         assert ports and all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in ports), ports
+        # and a 1-CPU Ray cannot hold a trial of one 1-CPU worker: refused by name, not a 120 s wait
+        with pytest.raises(ConfigError, match="needs 1.25 CPUs"):
+            check_one_trial_fits(sweep)
     finally:
         ray.shutdown()

@@ -150,6 +150,33 @@ def test_best_points_skip_over_budget_and_failed_points(tmp_path):
     assert best.budget.tolist() == [6.0, 3.0, 1.5]
 
 
+def test_nothing_is_confirmed_for_a_method_whose_search_left_no_rows(tmp_path):
+    from hadskip.sweep.driver import confirmation_points
+
+    write_point(str(tmp_path), _row("a", 3, 0.30, 3.0), "a-hadskip")  # hadskip has a row, static none
+    sweep = SweepSettings(
+        name="s", tasks=["cola"], budgets=[3.0], methods=["hadskip", "static"], results=str(tmp_path)
+    )
+    assert confirmation_points(sweep, "cola", "static") == []
+    assert [p["confirms"] for p in confirmation_points(sweep, "cola", "hadskip")] == ["a", "a"]
+
+
+def test_a_local_ray_too_small_for_one_trial_is_refused_before_stage_one(monkeypatch):
+    import ray
+
+    from hadskip.errors import ConfigError
+    from hadskip.sweep.driver import check_one_trial_fits
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
+    sweep = SweepSettings(tasks=["cola"], budgets=[3.0])  # one worker of 1 CPU + the trial's 0.25
+    with pytest.raises(ConfigError, match=r"needs 1.25 CPUs .* has 1; .* --cpus-per-worker to at most 0.75$"):
+        check_one_trial_fits(sweep)
+    check_one_trial_fits(sweep.model_copy(update={"cpus_per_worker": 0.75}))  # exactly fits
+    check_one_trial_fits(sweep.model_copy(update={"address": "auto"}))  # a cluster may still grow
+    with pytest.raises(ConfigError, match="needs 1 GPUs"):
+        check_one_trial_fits(sweep.model_copy(update={"cpus_per_worker": 0.5, "gpus_per_worker": 1.0}))
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

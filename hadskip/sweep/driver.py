@@ -42,6 +42,9 @@ from hadskip.sweep.worker import DIVERGED, METRIC, TIME_ATTR, worker_loop
 from hadskip.tables import Column, text_table
 
 log = logging.getLogger(__name__)
+TRIAL_CPUS = (
+    0.25  # what each Tune trial holds itself (Ray rejects a zero-CPU trial); its workers hold the rest
+)
 
 
 # -- Tune trainable --------------------------------------------------------------------------------------
@@ -266,6 +269,30 @@ def connect(sweep: SweepSettings, num_cpus: int | None = None) -> None:
     )
 
 
+def check_one_trial_fits(sweep: SweepSettings) -> None:
+    """A local Ray too small for one trial would start every trial's workers and wait 120 s for them in
+    vain; say so before stage I starts. A cluster (--address) may grow under its autoscaler: not checked."""
+    import ray
+
+    if sweep.address:
+        return
+    have = ray.cluster_resources()
+    cpus = sweep.workers_per_trial * sweep.cpus_per_worker + TRIAL_CPUS
+    if cpus > have.get("CPU", 0) + 1e-9:
+        raise ConfigError(
+            f"one trial needs {cpus:g} CPUs ({sweep.workers_per_trial} worker(s) x --cpus-per-worker "
+            f"{sweep.cpus_per_worker:g} + {TRIAL_CPUS:g} for the trial itself) but the local Ray has "
+            f"{have.get('CPU', 0):g}; raise --num-cpus or lower --cpus-per-worker to at most "
+            f"{max(have.get('CPU', 0) - TRIAL_CPUS, 0) / sweep.workers_per_trial:g}"
+        )
+    gpus = sweep.workers_per_trial * sweep.gpus_per_worker
+    if gpus > have.get("GPU", 0) + 1e-9:
+        raise ConfigError(
+            f"one trial needs {gpus:g} GPUs ({sweep.workers_per_trial} worker(s) x --gpus-per-worker "
+            f"{sweep.gpus_per_worker:g}) but the local Ray sees {have.get('GPU', 0):g}"
+        )
+
+
 def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
     """Fine-tune stage I of a task once, on the same kind of workers as the trials, before they start, and
     write the sweep's full-model row. A cached stage I only needs its row: the driver writes it directly."""
@@ -308,7 +335,7 @@ def _trainable(sweep: SweepSettings, task: str, num_layers: int, method: str):
         tune.with_parameters(
             run_trial, sweep_json=sweep.model_dump_json(), task=task, num_layers=num_layers, method=method
         ),
-        {"CPU": 0.25},  # the trial only waits on its Train workers, which hold the real resources
+        {"CPU": TRIAL_CPUS},  # the trial only waits on its Train workers, which hold the real resources
     )
 
 
@@ -369,6 +396,8 @@ def confirmation_points(sweep: SweepSettings, task: str, method: str) -> list[di
     except HadSkipError:
         return []
     df = df[(df.sweep_id == sweep.name) & (df.task == task) & (df.method == method) & (df.role == "search")]
+    if df.empty:  # every search trial failed: nothing to confirm
+        return []
     best = best_points(df, None, sweep.tolerance)
     keys = list(sweep.space(method))
     points = []
@@ -481,7 +510,7 @@ def _default_concurrency(sweep: SweepSettings) -> int:
     import ray
 
     res = ray.cluster_resources()
-    per_trial_cpu = sweep.workers_per_trial * sweep.cpus_per_worker + 0.25
+    per_trial_cpu = sweep.workers_per_trial * sweep.cpus_per_worker + TRIAL_CPUS
     limit = int(res.get("CPU", 1) // per_trial_cpu)
     if sweep.gpus_per_worker:
         limit = min(limit, int(res.get("GPU", 0) // (sweep.workers_per_trial * sweep.gpus_per_worker)))
@@ -520,6 +549,7 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
         storage.join(sweep.root, "sweep.json"), sweep.model_dump_json(indent=2).encode()
     )
     connect(sweep, num_cpus)
+    check_one_trial_fits(sweep)
     start = time.perf_counter()
     pairs = sweep.pairs()
     for task, method in [(t, m) for t in sweep.tasks for m in sweep.methods if (t, m) not in pairs]:
