@@ -378,3 +378,42 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_model_d
     again = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.parquet")} == files
+
+
+class _TuneLikeTuner:
+    """Stands in for a Tuner whose fit() is Ctrl-C'd: it sets up signals the way Tune 2.x does (SIGINT
+    unless TUNE_DISABLE_SIGINT_HANDLER=1, always SIGUSR1, both a graceful stop) and returns normally."""
+
+    def __init__(self):
+        self.stopped_by = None
+
+    def fit(self):
+        import signal
+
+        def stop(signum, frame):
+            self.stopped_by = signal.Signals(signum).name
+
+        if os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "1":
+            signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, stop)
+        os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C while trials run
+        time.sleep(0.05)
+        n = 2  # every trial stopped counts as finished or errored: Tune says nothing of the interruption
+        return type("Results", (), {"num_terminated": 1, "num_errors": 1, "__len__": lambda self: n})()
+
+
+def test_ctrl_c_during_a_study_ends_the_sweep_after_tunes_graceful_stop():
+    import signal
+
+    from hadskip.sweep.driver import fit
+
+    tuner = _TuneLikeTuner()
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(tuner)
+        assert tuner.stopped_by == "SIGUSR1"  # Tune still got its stop, and saved its state
+        assert signal.getsignal(signal.SIGINT) is before[0]
+        assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
+    finally:
+        signal.signal(signal.SIGUSR1, before[1])

@@ -42,9 +42,9 @@ from hadskip.sweep.worker import DIVERGED, METRIC, TIME_ATTR, worker_loop
 from hadskip.tables import Column, text_table
 
 log = logging.getLogger(__name__)
-TRIAL_CPUS = (
-    0.25  # what each Tune trial holds itself (Ray rejects a zero-CPU trial); its workers hold the rest
-)
+# what each Tune trial holds itself (Ray rejects a zero-CPU trial); its Train workers hold the rest
+TRIAL_CPUS = 0.25
+TUNE_SIGINT_VAR = "TUNE_DISABLE_SIGINT_HANDLER"  # "1": Tune leaves SIGINT to the driver (`fit`)
 
 
 # -- Tune trainable --------------------------------------------------------------------------------------
@@ -321,6 +321,43 @@ def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
     ).fit()
 
 
+def fit(tuner):
+    """`tuner.fit()`, where Ctrl-C ends the sweep (resumable), not only the study that was running.
+
+    Tune's own SIGINT handler stops a run gracefully (its state saved) and returns as if it had finished,
+    an interrupted trial counting as errored, so the driver went on to the next study. SIGINT is taken here
+    instead: noted, then handed to Tune as SIGUSR1, its other stop signal; a second Ctrl-C stops at once.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return tuner.fit()
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        log.warning("interrupted: stopping once Tune has saved its state (Ctrl-C again to stop at once)")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    previous_env = os.environ.get(TUNE_SIGINT_VAR)
+    os.environ[TUNE_SIGINT_VAR] = "1"  # Tune leaves SIGINT to us
+    try:
+        results = tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        if previous_env is None:
+            os.environ.pop(TUNE_SIGINT_VAR, None)
+        else:
+            os.environ[TUNE_SIGINT_VAR] = previous_env
+    if interrupted.is_set() or results.num_terminated + results.num_errors < len(results):
+        raise KeyboardInterrupt
+    return results
+
+
 def _tune_space(space: dict[str, Dimension]) -> dict:
     from ray import tune
 
@@ -452,9 +489,7 @@ def confirm(sweep: SweepSettings, task: str, num_layers: int, method: str) -> No
         len(points) // sweep.confirm_seeds,
         sweep.confirm_seeds,
     )
-    results = _confirm_tuner(sweep, task, num_layers, method, points).fit()
-    if results.num_terminated + results.num_errors < len(results):
-        raise KeyboardInterrupt
+    fit(_confirm_tuner(sweep, task, num_layers, method, points))
 
 
 def trace_curves(sweep: SweepSettings, task: str, method: str) -> None:
@@ -559,10 +594,7 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
         if task not in prepared:  # stage I once per task: every method starts from it
             prepare_stage1(sweep, task, num_layers)
             prepared.add(task)
-        results = _tuner(sweep, task, num_layers, method).fit()
-        if results.num_terminated + results.num_errors < len(results):
-            # Tune returns normally on Ctrl-C with trials still unfinished: stop here, prune nothing
-            raise KeyboardInterrupt
+        results = fit(_tuner(sweep, task, num_layers, method))
         log.info("%s %s: %d trials, %d errored", task, method, len(results), results.num_errors)
         if sweep.confirm_seeds:
             confirm(sweep, task, num_layers, method)
