@@ -92,7 +92,11 @@ def test_resume_over_damaged_state_is_a_one_line_error(
 
 @pytest.mark.parametrize(
     "extra,message",
-    [(["--max-rows", "0"], "--max-rows 0 must be at least 1"), (["--threads", "-1"], "--threads -1 must be")],
+    [
+        (["--max-rows", "0"], "--max-rows 0 must be at least 1"),
+        (["--threads", "-1"], "--threads -1 must be"),
+        (["--dtype", "int8"], "--dtype 'int8' is not one of fp32, bf16, fp16"),
+    ],
 )
 def test_bench_speed_refuses_counts_below_one(tmp_path, capsys, extra, message):
     code = main(["bench-speed", str(tmp_path / "ckpt"), "--task", "cola", *extra])

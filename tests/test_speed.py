@@ -113,6 +113,11 @@ def test_bench_speed_cli_json(tmp_path, tiny_model_dir, glue_dir, capsys):
     assert [r["batch_size"] for r in out["rows"]] == [1, 4] and keys <= set(out["rows"][0])
     for r in out["rows"]:
         assert r["ideal_speedup"] == pytest.approx(4 / r["mean_layers"]) and 0 <= r["gate_overhead_frac"] < 1
+        # the no-layer floor only lowers what skipping can attain
+        assert 0 < r["floor_frac"] <= 1 and 1 <= r["attainable_speedup"] <= r["ideal_speedup"] + 1e-9
+    assert out["dtype"] == "float32" and out["device"].startswith("cpu: ")
+    assert main([*argv, "--dtype", "bf16"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
     assert main([*argv[:-3], "--batch-sizes", "0,x"]) == 2
     assert "--batch-sizes '0,x' must be a comma list of positive integers" in capsys.readouterr().err
 
@@ -139,5 +144,23 @@ def test_speed_columns_land_in_the_results_when_asked(tmp_path, tiny_model_dir, 
     df = read_results(tmp_path / "run" / "results.parquet").set_index("method")
     point = df.loc["hadskip"]
     assert point.speed_batch_size == 8 and point.speedup > 0
+    assert point.device.startswith("cpu: ") and point["dtype"] == "float32"  # what the speed was measured on
     assert point.ideal_speedup == pytest.approx(4 / point.mean_layers)  # all 32 dev rows timed
     assert np.isnan(df.loc["full"].speedup)
+
+
+def test_a_bf16_backbone_keeps_float32_gates():
+    from hadskip.core.speed import cast_backbone
+
+    model = GatedModel(tiny_model()).eval()
+    ids, mask = tiny_batch()
+    with torch.no_grad():
+        before = model(ids, mask, open_gates=True).logits
+        cast_backbone(model, "bf16")
+        after = model(ids, mask, open_gates=True).logits
+        gated = model(ids, mask)  # the gates read bf16 states in float32 and still decide
+    assert next(model.model.parameters()).dtype == torch.bfloat16 and after.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.gate_parameters())
+    assert torch.allclose(after.float(), before, atol=0.05) and gated.gates.shape == (5, model.num_layers)
+    with pytest.raises(ValueError, match="dtype 'int4' is not one of fp32, bf16, fp16"):
+        cast_backbone(model, "int4")

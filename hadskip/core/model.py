@@ -47,7 +47,7 @@ class Trace:
     embeddings: torch.Tensor | None = None  # (B, T, D) h_0, the embedding output
     hidden: list[torch.Tensor] = field(default_factory=list)  # L x (B, T, D) h_i after gating
     attentions: list[torch.Tensor | None] = field(default_factory=list)  # L x (B, T, T) head-averaged
-    gates: list[torch.Tensor] = field(default_factory=list)  # L x (B,) executed: 1, skipped: 0
+    gates: list[torch.Tensor] = field(default_factory=list)  # L x (B,) executed: 1 (True), skipped: 0
     probs: list[torch.Tensor] = field(default_factory=list)  # L x (B,) p(run)
 
 
@@ -130,6 +130,11 @@ class GatedLayer(nn.Module):
     def _routed(self, hidden: torch.Tensor, run: torch.Tensor, args: Sequence, kwargs: dict) -> torch.Tensor:
         """Run the base layer only on rows where `run` is True: gather, run, scatter back."""
         batch = hidden.shape[0]
+        if batch == 1:  # one sequence (a single request): branch on the decision, no gather or scatter
+            if bool(run):
+                return self._call_base(hidden, args, kwargs)
+            self._attn = None
+            return hidden
         idx = run.nonzero().squeeze(1)  # the one host sync routing needs (the size of the subset)
         n_run = idx.numel()
         if n_run == batch:
@@ -197,7 +202,9 @@ class GatedLayer(nn.Module):
             elif state.mode == "controlled":
                 run = state.controller(self.index, h)
             elif not self.training and not state.return_probs:  # inference: the cheap decision
-                run = self.gate.decide(self._pooled_for_inference(h), state.threshold, self._uncertainty(h))
+                gate = self._modules["gate"]  # not self.gate: nn.Module.__getattr__ costs ~1 us at batch 1
+                unc = None if gate.uncertainty_weight is None else self._uncertainty(h)
+                run = gate.decide(self._pooled_for_inference(h), state.threshold, unc)
             else:
                 logits = self.gate(self._gate_input(h), self._uncertainty(h))  # (B, 2)
                 probs = logits.softmax(dim=-1)[:, RUN]
@@ -211,10 +218,10 @@ class GatedLayer(nn.Module):
                 f = self._call_base(h, args, kwargs)
                 out = h + gate[:, None, None] * (f - h)
             elif state.route:
-                gate = run.to(h.dtype)
+                gate = run  # bool; GatedModel.forward casts the stacked decisions once
                 out = self._routed(h, run, args, kwargs)
             else:
-                gate = run.to(h.dtype)
+                gate = run
                 f = self._call_base(h, args, kwargs)
                 out = torch.where(run[:, None, None], f, h)
 
@@ -436,6 +443,8 @@ class GatedModel(nn.Module):
             state.trace = Trace()
             state.forced = state.token_mask = state.controller = state.pool_weights = None
         gates = torch.stack(trace.gates, dim=1)
+        if gates.dtype == torch.bool:  # routed decisions are recorded as bools: one cast, not one a layer
+            gates = gates.to(logits.dtype)
         probs = torch.stack(trace.probs, dim=1) if len(trace.probs) == len(trace.gates) else None
         return GatedOutput(logits=logits, gates=gates, probs=probs, trace=trace)
 

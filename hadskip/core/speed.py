@@ -1,9 +1,11 @@
 """Measured inference speed of a gated model against the same model with every layer (`hadskip bench-speed`).
 
 Both run on the same dev sequences, in the same length-grouped batches (same tokenisation, same padding), after
-a warm-up, with repeats interleaved (full, gated, forced, full, gated, forced, ...) so drifting machine load hits
-all three alike; medians are reported. "Forced" replays the gated run's own routing decisions without computing
-any gate: gated time − forced time is the gate overhead.
+a warm-up, with repeats interleaved (full, gated, forced, floor, full, ...) so drifting machine load hits all
+alike; medians are reported. "Forced" replays the gated run's own routing decisions without computing any gate:
+gated time − forced time is the gate overhead. "Floor" runs no layer at all (embeddings, masks and head only):
+the work no routing can skip, which bounds the speed-up below L / mean layers where layers are cheap (short
+sequences at batch 1), so each row also gives the attainable speed-up with that floor counted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class SpeedRow:
     gate_overhead_frac: float  # share of the gated time spent computing gates
     mean_layers: float
     sequences: int
+    floor_frac: float = 0.0  # share of the full model's time outside its layers (embeddings, head)
+    attainable_speedup: float = 0.0  # the ideal with that floor counted: T / (floor + (T - floor) * mean / L)
+    device: str = ""  # `device_name`
+    dtype: str = ""  # the backbone's weights ("float32", "bfloat16", ...)
 
 
 def device_name(device: torch.device | str) -> str:
@@ -54,6 +60,26 @@ def _processor() -> str:
     import platform
 
     return platform.processor() or platform.machine() or "unknown processor"
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cast_backbone(model: GatedModel, dtype: str) -> GatedModel:
+    """The encoder's weights in `dtype` (fp32, bf16 or fp16), its skip gates kept in float32 so that a
+    decision never flips with the serving precision."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    model.to(DTYPES[dtype])
+    for layer in model.gated_layers:
+        if layer.gate is not None:
+            layer.gate.float()
+    return model
+
+
+def weights_dtype(model: GatedModel) -> str:
+    """The backbone's dtype as a name ("float32", "bfloat16")."""
+    return str(model.model.get_input_embeddings().weight.dtype).removeprefix("torch.")
 
 
 def _sync(device: torch.device) -> None:
@@ -98,18 +124,25 @@ def measure_speed(
         executed = torch.cat(decisions).float()
         mean_layers = float(executed.sum(1).mean())
 
-        times: dict[str, list[float]] = {"full": [], "gated": [], "forced": []}
-        modes = ["full", "gated", "forced"] if patterns is None else ["full", "forced"]
+        none = torch.zeros_like(executed[:1], dtype=torch.bool)  # (1, L): no layer runs
+        floors = [none.expand(len(d), -1) for d in decisions]
+        times: dict[str, list[float]] = {"full": [], "gated": [], "forced": [], "floor": []}
+        modes = ["full", "gated", "forced", "floor"] if patterns is None else ["full", "forced", "floor"]
         for r in range(warmup + repeats):
             for mode in modes:
-                seconds = _timed_pass(model, batches, decisions, mode, threshold, device)
+                seconds = _timed_pass(
+                    model, batches, floors if mode == "floor" else decisions, mode, threshold, device
+                )
                 if r >= warmup:
                     times[mode].append(seconds)
         if patterns is not None:  # fixed routes: "gated" is the routing alone, no gate overhead measured
             times["gated"] = times["forced"]
         t = {k: statistics.median(v) for k, v in times.items()}
         n = len(data)
-        ideal = model.num_layers / mean_layers if mean_layers > 0 else float("inf")
+        L = model.num_layers
+        ideal = L / mean_layers if mean_layers > 0 else float("inf")
+        floor = min(t["floor"], t["full"])
+        attainable = t["full"] / (floor + (t["full"] - floor) * mean_layers / L)
         speedup = t["full"] / t["gated"]
         rows.append(
             SpeedRow(
@@ -122,6 +155,10 @@ def measure_speed(
                 gate_overhead_frac=max(0.0, (t["gated"] - t["forced"]) / t["gated"]),
                 mean_layers=mean_layers,
                 sequences=n,
+                floor_frac=floor / t["full"],
+                attainable_speedup=attainable,
+                device=device_name(device),
+                dtype=weights_dtype(model),
             )
         )
     return rows
@@ -133,7 +170,7 @@ def _timed_pass(model, batches, decisions, mode: str, threshold, device) -> floa
     for b, d in zip(batches, decisions, strict=True):
         if mode == "full":
             model(**b, open_gates=True)
-        elif mode == "forced":
+        elif mode in ("forced", "floor"):
             model(**b, forced_gates=d)
         else:
             model(**b, threshold=threshold)
@@ -152,6 +189,8 @@ def format_speed(rows: list[SpeedRow]) -> str:
             Column("ideal_speedup", "ideal", ".2f"),
             Column("efficiency", "efficiency", ".2f"),
             Column("gate_overhead_frac", "gate ovh", ".1%"),
+            Column("floor_frac", "floor", ".1%"),
+            Column("attainable_speedup", "attainable", ".2f"),
             Column("mean_layers", "layers", ".2f"),
         ],
     )

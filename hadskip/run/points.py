@@ -105,6 +105,8 @@ class RunContext:
                 "speedup": speed.speedup,
                 "ideal_speedup": speed.ideal_speedup,
                 "speed_batch_size": speed.batch_size,
+                "device": speed.device,
+                "dtype": speed.dtype,
             }
             if speed is not None
             else {}
