@@ -76,7 +76,13 @@ def main() -> None:
     print(
         format_speed(
             measure_speed(
-                model, data, batch_sizes, device=args.device, repeats=args.repeats, patterns=pattern
+                model,
+                data,
+                batch_sizes,
+                device=args.device,
+                repeats=args.repeats,
+                patterns=pattern,
+                floor=True,
             )
         )
     )
@@ -99,7 +105,11 @@ def main() -> None:
             f"{len(data_b)} MRPC dev sequences, its own gates, {args.device}, {args.threads} threads"
         )
         print(
-            format_speed(measure_speed(gated, data_b, batch_sizes, device=args.device, repeats=args.repeats))
+            format_speed(
+                measure_speed(
+                    gated, data_b, batch_sizes, device=args.device, repeats=args.repeats, floor=True
+                )
+            )
         )
 
 

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"checkpoint {args.checkpoint} has no tokenizer saved beside it")
     data = encode(load_split(get_task(args.task), "dev", args.data_dir), model.tokenizer, args.max_length)
     rows = measure_speed(
-        model, data, batch_sizes, device=args.device, repeats=args.repeats, max_rows=args.max_rows
+        model, data, batch_sizes, device=args.device, repeats=args.repeats, max_rows=args.max_rows, floor=True
     )
     threads = torch.get_num_threads()
     if args.json:

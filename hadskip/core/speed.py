@@ -99,11 +99,13 @@ def measure_speed(
     max_rows: int | None = None,
     threshold: float | None = None,
     patterns: np.ndarray | None = None,
+    floor: bool = False,
 ) -> list[SpeedRow]:
     """Throughput of the gated model and of the same model with all gates open, per batch size.
 
     `patterns` ((N, L) bool, one row per sequence of `data`) fixes the routing instead of the gates: then
-    "gated" is that routing alone and the gate overhead is not measured (reported as 0).
+    "gated" is that routing alone and the gate overhead is not measured (reported as 0). `floor`: also time
+    the no-layer pass (`floor_frac`, `attainable_speedup`; otherwise 0), a fourth of the timing again.
     """
     device = torch.device(device)
     model.eval().to(device)
@@ -127,7 +129,8 @@ def measure_speed(
         none = torch.zeros_like(executed[:1], dtype=torch.bool)  # (1, L): no layer runs
         floors = [none.expand(len(d), -1) for d in decisions]
         times: dict[str, list[float]] = {"full": [], "gated": [], "forced": [], "floor": []}
-        modes = ["full", "gated", "forced", "floor"] if patterns is None else ["full", "forced", "floor"]
+        modes = ["full", "gated", "forced"] if patterns is None else ["full", "forced"]
+        modes += ["floor"] if floor else []
         for r in range(warmup + repeats):
             for mode in modes:
                 seconds = _timed_pass(
@@ -137,12 +140,12 @@ def measure_speed(
                     times[mode].append(seconds)
         if patterns is not None:  # fixed routes: "gated" is the routing alone, no gate overhead measured
             times["gated"] = times["forced"]
-        t = {k: statistics.median(v) for k, v in times.items()}
+        t = {k: statistics.median(v) for k, v in times.items() if v}
         n = len(data)
         L = model.num_layers
         ideal = L / mean_layers if mean_layers > 0 else float("inf")
-        floor = min(t["floor"], t["full"])
-        attainable = t["full"] / (floor + (t["full"] - floor) * mean_layers / L)
+        t_floor = min(t["floor"], t["full"]) if floor else 0.0
+        attainable = t["full"] / (t_floor + (t["full"] - t_floor) * mean_layers / L) if floor else 0.0
         speedup = t["full"] / t["gated"]
         rows.append(
             SpeedRow(
@@ -155,7 +158,7 @@ def measure_speed(
                 gate_overhead_frac=max(0.0, (t["gated"] - t["forced"]) / t["gated"]),
                 mean_layers=mean_layers,
                 sequences=n,
-                floor_frac=floor / t["full"],
+                floor_frac=t_floor / t["full"],
                 attainable_speedup=attainable,
                 device=device_name(device),
                 dtype=weights_dtype(model),
