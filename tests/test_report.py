@@ -194,6 +194,24 @@ def test_confirmation_seeds_replace_the_search_maximum(results, capsys):
     assert "maximum over searched trials" in capsys.readouterr().out
 
 
+def test_a_budget_without_a_valid_point_adds_no_seed_count_nor_over_budget_mark(tmp_path, capsys):
+    rows = [
+        _row("sst2", "full", 6, 0.80, 6, method="full"),
+        _row("sst2", "a", 3, 0.70, 3.0),
+        _row("sst2", "a", 4.5, 0.77, 5.2),  # over budget: no valid point at 4.5
+        *[
+            _row("sst2", f"c{i}", 3, 0.70 + i / 100, 2.9, role="confirm", confirms="a", seed=i)
+            for i in (1, 2, 3)
+        ],
+        _row("sst2", "c1", 4.5, 0.79, 5.1, role="confirm", confirms="a", seed=1),
+    ]
+    for r in rows:
+        write_point(str(tmp_path), r, f"{r.trial_id}-{r.budget:g}")
+    assert main(["results", "summary", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sst2 hadskip: 1 trials, 3 seeds" in out and "* over budget" not in out
+
+
 def test_skip_score_is_zero_for_static_and_positive_for_a_better_method(tmp_path):
     from hadskip.results import skip_scores, summary
 

@@ -222,11 +222,12 @@ def format_summary(
         + ", ".join(f"{t}: {metric_names[t]}" for t in tasks)
         + f"; {excluded} search points excluded (failed, stopped or over budget)"
     )
-    if (points.layers > points.budget + tolerance).any():
+    shown = points[points.found]  # budgets without a valid point have no cell, nor seeds
+    if (shown.layers > shown.budget + tolerance).any():
         lines.append(f"* over budget + {tolerance:g} on average over its confirmation seeds")
     effort = []
     for (task, method), g in points.groupby(["task", "method"], sort=True):
-        seeds = sorted(set(g.n_seeds))
+        seeds = sorted(set(g[g.found].n_seeds)) or [0]
         seed_text = "/".join(str(n) for n in seeds) if seeds != [0] else "0"
         effort.append(f"{task} {method}: {int(g.n_trials.max())} trials, {seed_text} seeds")
     if effort:
