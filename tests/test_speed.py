@@ -11,7 +11,7 @@ from conftest import tiny_batch, tiny_model
 
 from hadskip.cli import main
 from hadskip.core.model import GatedModel
-from hadskip.core.speed import measure_speed
+from hadskip.core.speed import measure_latency, measure_speed
 from hadskip.data.encoding import Encoded
 
 
@@ -77,6 +77,22 @@ def test_measure_speed_reports_consistent_figures():
         assert r.efficiency == pytest.approx(r.speedup / 2) and r.gate_overhead_frac == 0
         # how fast is bench/speed.py's question, not a test's (the machine may be busy)
         assert r.full_seq_per_s > 0 and r.gated_seq_per_s > 0
+
+
+def test_measure_latency_times_the_routing_it_is_asked_for():
+    model = GatedModel(tiny_model("bert")).eval()
+    data = _encoded()
+    seen, hooks = _rows_per_layer(model)
+    full = measure_latency(model, data, [1, 8], repeats=2, open_gates=True)
+    for h in hooks:
+        h.remove()
+    # every layer saw every sequence once per pass: a warm-up and two repeats at each batch size
+    assert seen == [len(data) * 3 * 2] * 4
+    assert full.mean_layers == 4 and set(full.seconds) == {1, 8} and min(full.seconds.values()) > 0
+    gated = measure_latency(model, data, [8], repeats=1, threshold=0.5, max_rows=16)
+    reference = measure_speed(model, data, [8], repeats=1, threshold=0.5, max_rows=16)[0]
+    assert gated.mean_layers == pytest.approx(reference.mean_layers)
+    assert measure_latency(model, data, [8], repeats=1, threshold=1.0).mean_layers == 0
 
 
 def test_bench_speed_cli_json(tmp_path, tiny_model_dir, glue_dir, capsys):

@@ -108,16 +108,10 @@ def measure_speed(
     the no-layer pass (`floor_frac`, `attainable_speedup`; otherwise 0), a fourth of the timing again.
     """
     device = torch.device(device)
-    model.eval().to(device)
-    model.set_attn_implementation("sdpa")
-    if max_rows is not None and len(data) > max_rows:
-        data = data.subset(np.arange(max_rows))
+    data = _prepare(model, data, device, max_rows)
     rows = []
     for bs in batch_sizes:
-        order = batch_indices(data.lengths, bs, shuffle=False)
-        batches = [collate(data, idx, device) for idx in order]
-        for b in batches:
-            b.pop("labels", None)
+        order, batches = _inputs(data, bs, device)
         # the routing each sequence gets, replayed by the forced (gate-free) runs
         if patterns is not None:
             decisions = [torch.as_tensor(patterns[idx], dtype=torch.bool, device=device) for idx in order]
@@ -165,6 +159,63 @@ def measure_speed(
             )
         )
     return rows
+
+
+@dataclass
+class Latency:
+    seconds: dict[int, float]  # median seconds per sequence, per batch size
+    mean_layers: float  # executed layers per timed sequence
+
+
+@torch.no_grad()
+def measure_latency(
+    model: GatedModel,
+    data: Encoded,
+    batch_sizes: list[int],
+    *,
+    device: torch.device | str = "cpu",
+    repeats: int = 2,
+    warmup: int = 1,
+    max_rows: int | None = None,
+    threshold: float | None = None,
+    open_gates: bool = False,
+) -> Latency:
+    """Seconds per sequence of one routing alone: the gates at `threshold` (None: the model's own), or every
+    layer (`open_gates`). Cheaper than `measure_speed` where only the latency of many routings of one model is
+    wanted (a curve times its full model once, then each threshold once, with no gate-free replay)."""
+    device = torch.device(device)
+    data = _prepare(model, data, device, max_rows)
+    mode = "full" if open_gates else "gated"
+    seconds, executed = {}, 0.0
+    for bs in batch_sizes:
+        _, batches = _inputs(data, bs, device)
+        if not open_gates:
+            executed = sum(float(model(**b, threshold=threshold).gates.sum()) for b in batches)
+        times = [
+            _timed_pass(model, batches, [None] * len(batches), mode, threshold, device)
+            for _ in range(warmup + repeats)
+        ][warmup:]
+        seconds[bs] = statistics.median(times) / len(data)
+    mean_layers = float(model.num_layers) if open_gates else executed / len(data)
+    return Latency(seconds=seconds, mean_layers=mean_layers)
+
+
+def _prepare(model: GatedModel, data: Encoded, device: torch.device, max_rows: int | None) -> Encoded:
+    """The model in eval mode with SDPA attention on `device`; the first `max_rows` rows of `data`."""
+    model.eval().to(device)
+    model.set_attn_implementation("sdpa")
+    if max_rows is not None and len(data) > max_rows:
+        data = data.subset(np.arange(max_rows))
+    return data
+
+
+def _inputs(data: Encoded, batch_size: int, device: torch.device) -> tuple[list[np.ndarray], list[dict]]:
+    """Length-sorted batches of `data` (their row indices, and the model inputs without labels)."""
+    order = batch_indices(data.lengths, batch_size, shuffle=False)
+    batches = [collate(data, idx, device) for idx in order]
+    for b in batches:
+        b.pop("labels", None)
+    return order, batches
 
 
 def _timed_pass(model, batches, decisions, mode: str, threshold, device) -> float:

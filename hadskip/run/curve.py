@@ -3,7 +3,9 @@
 A trained HadSkip or early-exit model is calibrated for one budget, but its inference threshold can be set
 anywhere: sweeping it traces every trade-off the model offers. Per threshold: the dev metric, the mean
 executed layers, and the measured latency (ms per sequence at batch 1 and 32, on this machine) — written as
-results rows with `role = "curve"` beside a sweep's own rows.
+results rows with `role = "curve"` beside a sweep's own rows. Latency times each point's routing alone and
+the full model once per curve (a third of what `measure_speed`'s interleaved full / gated / gate-free
+passes cost per point, which made `--curves` the slowest part of a CPU sweep).
 
 HadSkip's threshold is on p(run) (mean layers fall as it rises), spaced evenly in logit so that gates that
 sit near 0 or 1 still get points; an exit model's is on its exit score (mean layers rise with it), at
@@ -25,7 +27,7 @@ from hadskip.checkpoint import load
 from hadskip.config import RunSettings, build_settings, migrate
 from hadskip.core.model import META_FILE, GatedModel
 from hadskip.core.runtime import Runtime
-from hadskip.core.speed import device_name, measure_speed
+from hadskip.core.speed import device_name, measure_latency
 from hadskip.data.encoding import encode
 from hadskip.data.metrics import majority_score
 from hadskip.data.tasks import dev_split_names, get_task, load_split, subsample
@@ -162,6 +164,16 @@ def trace_curve(
     run_id = run_id or f"curve-{new_run_id()}"
     device = device_name(runtime.device)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    timing = dict(
+        batch_sizes=list(LATENCY_BATCH_SIZES),
+        device=runtime.device,
+        repeats=options.repeats,
+        max_rows=options.latency_rows,
+    )
+    # the full model's latency once: every point's speed-up is against it
+    full = (
+        measure_latency(model, data.dev["dev"], open_gates=True, **timing) if options.latency_rows else None
+    )
     rows, seen = [], set()
     for t in thresholds(model, data.dev["dev"], runtime, options.points):
         ev = evaluate(model, data, runtime, options.batch_size, threshold=t)
@@ -175,21 +187,12 @@ def trace_curve(
         seen.add(key)
         latency: dict = {}
         if options.latency_rows:
-            speed = measure_speed(
-                model,
-                data.dev["dev"],
-                list(LATENCY_BATCH_SIZES),
-                device=runtime.device,
-                repeats=options.repeats,
-                max_rows=options.latency_rows,
-                threshold=t,
-            )
-            by_bs = {r.batch_size: r for r in speed}
+            timed = measure_latency(model, data.dev["dev"], threshold=t, **timing)
             latency = {
-                "latency_b1_ms": 1000.0 / by_bs[1].gated_seq_per_s,
-                "latency_b32_ms": 1000.0 / by_bs[32].gated_seq_per_s,
-                "speedup": by_bs[32].speedup,
-                "ideal_speedup": by_bs[32].ideal_speedup,
+                "latency_b1_ms": 1000.0 * timed.seconds[1],
+                "latency_b32_ms": 1000.0 * timed.seconds[32],
+                "speedup": full.seconds[32] / timed.seconds[32],
+                "ideal_speedup": model.num_layers / timed.mean_layers if timed.mean_layers else math.inf,
                 "speed_batch_size": 32,
                 "device": device,
                 "dtype": dtype,
