@@ -235,8 +235,11 @@ def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
         "--test-fault",
         "nan@2",
     )
+    sigint = signal.getsignal(signal.SIGINT)
     assert _load_cli().main(argv) == 0
     out = capsys.readouterr().out
+    # no library's SIGINT handler is left behind in the driver (Ray Train's took three Ctrl-C to stop curves)
+    assert signal.getsignal(signal.SIGINT) is sigint
 
     files = sorted((tmp_path / "results").rglob("*.parquet"))
     assert all(pq.read_schema(f).equals(SCHEMA, check_metadata=False) for f in files)

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import time
+from contextlib import contextmanager
 
 from hadskip import storage
 from hadskip.config import check_budgets
@@ -308,7 +309,7 @@ def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
             write_point(sweep.results, row, name)
         return
     log.info("%s: stage I (fine-tuning the full model; shared by every trial)", task)
-    TorchTrainer(
+    trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
             "sweep": sweep.model_dump_json(),
@@ -318,7 +319,27 @@ def prepare_stage1(sweep: SweepSettings, task: str, num_layers: int) -> None:
         },
         scaling_config=_scaling(sweep),
         run_config=_train_run_config(sweep, f"stage1-{task}", []),
-    ).fit()
+    )
+    with sigint_restored():
+        trainer.fit()
+
+
+@contextmanager
+def sigint_restored():
+    """The driver's SIGINT handler as it was before the block. Ray Train's trainer installs its own in the
+    driver and leaves it there, so afterwards Ctrl-C outside a Tune study (curve tracing, confirmations'
+    bookkeeping) took three presses to end the sweep."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread owns handlers
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def fit(tuner):
