@@ -363,13 +363,13 @@ def fit(tuner):
         log.warning("interrupted: stopping once Tune has saved its state (Ctrl-C again to stop at once)")
         os.kill(os.getpid(), signal.SIGUSR1)
 
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
     previous_env = os.environ.get(TUNE_SIGINT_VAR)
     os.environ[TUNE_SIGINT_VAR] = "1"  # Tune leaves SIGINT to us
     try:
-        results = tuner.fit()
+        with sigint_restored():
+            signal.signal(signal.SIGINT, on_sigint)
+            results = tuner.fit()
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
         if previous_env is None:
             os.environ.pop(TUNE_SIGINT_VAR, None)
         else:
