@@ -77,6 +77,11 @@ class DataSettings(Settings):
     # Take a seeded random subset of the training rows (None: all). For quick runs and big tasks.
     train_limit: int | None = Field(None, ge=1)
     dev_limit: int | None = Field(None, ge=1)
+    # Rows of the training split set aside before anything trains (seeded by `seed`, drawn before
+    # `train_limit` subsamples the rest): every method calibrates its budget thresholds on these instead of
+    # on training rows its model has fit. 0: calibrate on training rows, where a fitted model is more
+    # confident than on unseen text, so thresholds overrun on dev (worst with small training sets).
+    holdout_rows: int = Field(0, ge=0)
 
     @field_validator("task")
     @classmethod

@@ -192,6 +192,7 @@ def test_deployed_route_finetuning_follows_each_requested_budget(
         (["--set", "stage3.bta=1"], "unknown setting 'stage3.bta'"),
         (["--set", "stage3.beta=abc"], "setting stage3.beta='abc' is invalid"),
         (["--task", "glue"], "unknown task 'glue'"),
+        (["--set", "data.holdout_rows=100000"], "data.holdout_rows=100000 leaves nothing to train on"),
         (["--model", "/nonexistent/model"], "cannot load model '/nonexistent/model'"),
     ],
 )
@@ -231,3 +232,49 @@ def test_stage1_cache_keys_survive_settings_added_since_cache_version_1(tiny_mod
     assert stage1_key(settings, "some/model") == f"cola-{digest}"
     other = build_settings({"data": {"task": "cola"}}, ["stage1.clip=per_group"])
     assert stage1_key(other, "some/model") != f"cola-{digest}"  # a new value is a new model
+    held = build_settings({"data": {"task": "cola"}}, ["data.holdout_rows=64"])
+    assert stage1_key(held, "some/model") != f"cola-{digest}"  # stage I trains on fewer rows
+
+
+def test_held_out_rows_calibrate_every_method_and_never_train(
+    tmp_path, tiny_model_dir, glue_dir, monkeypatch
+):
+    import hadskip.run.exit_run
+    import hadskip.run.hadskip_walk
+    import hadskip.run.stage1
+
+    seen = {"fit": [], "calibrate": []}
+    for module in (hadskip.run.stage1, hadskip.run.hadskip_walk, hadskip.run.exit_run):
+        real_fit = module.fit
+
+        def fit(model, stage, data, *a, _real=real_fit, **kw):
+            seen["fit"].append(data)
+            return _real(model, stage, data, *a, **kw)
+
+        monkeypatch.setattr(module, "fit", fit)
+    real_cal, real_scores = hadskip.run.hadskip_walk.calibrate_threshold, hadskip.run.exit_run.exit_scores
+
+    def calibrate_threshold(model, data, *a, **kw):
+        seen["calibrate"].append(data.sample(kw["rows"], kw["seed"]))
+        return real_cal(model, data, *a, **kw)
+
+    def exit_scores(model, data, *a, **kw):
+        seen["calibrate"].append(data)
+        return real_scores(model, data, *a, **kw)
+
+    monkeypatch.setattr(hadskip.run.hadskip_walk, "calibrate_threshold", calibrate_threshold)
+    monkeypatch.setattr(hadskip.run.exit_run, "exit_scores", exit_scores)
+    cache, held = tmp_path / "cache", ["--set", "data.holdout_rows=40"]
+    for method in ("hadskip", "entropy"):
+        argv = _argv(tiny_model_dir, glue_dir, tmp_path / method, cache, "--method", method, *held)
+        assert main(argv) == 0
+    rows = lambda enc: {tuple(ids) for ids in enc.input_ids}  # noqa: E731
+    trained = set().union(*(rows(d) for d in seen["fit"]))
+    assert all(len(d) == 96 for d in seen["fit"])  # train_limit still counts training rows
+    assert len(seen["calibrate"]) == 3  # HadSkip at each of its two budgets, entropy once for both
+    for cal in seen["calibrate"]:
+        assert len(cal) == 40 and not rows(cal) & trained
+    # without a holdout, thresholds are calibrated on training rows, as before
+    seen["calibrate"].clear()
+    assert main(_argv(tiny_model_dir, glue_dir, tmp_path / "plain", cache, "--method", "entropy")) == 0
+    assert rows(seen["calibrate"][0]) <= set().union(*(rows(d) for d in seen["fit"][-2:]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hadskip.data.tasks import available_tasks, canonical_task, load_split
+from hadskip.data.tasks import Split, available_tasks, canonical_task, hold_out, load_split, subsample
 from hadskip.errors import ConfigError, DataError
 
 
@@ -115,3 +115,21 @@ def test_hub_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="pass --data-dir"):
         load_split("rte", "train", None)
+
+
+def test_held_out_rows_are_drawn_before_subsampling_and_never_trained_on():
+    split = Split([f"s{i}" for i in range(100)], None, np.arange(100) % 2, "train.tsv")
+    rest, held = hold_out(split, 20, seed=3)
+    assert len(held) == 20 and len(rest) == 80
+    assert set(held.text_a).isdisjoint(rest.text_a) and set(held.text_a) | set(rest.text_a) == set(
+        split.text_a
+    )
+    assert held.text_a == sorted(held.text_a, key=lambda t: int(t[1:]))  # original order kept
+    assert hold_out(split, 20, seed=3)[1].text_a == held.text_a  # seeded
+    assert hold_out(split, 20, seed=4)[1].text_a != held.text_a
+    # train_limit subsamples what is left: any limit leaves the same held-out rows out of training
+    for limit in (10, 50, None):
+        assert set(subsample(rest, limit, seed=3).text_a).isdisjoint(held.text_a)
+    assert hold_out(split, 0, seed=3) == (split, None)
+    with pytest.raises(ConfigError, match=r"data.holdout_rows=100 leaves nothing to train on: .* at most 99"):
+        hold_out(split, 100, seed=3)

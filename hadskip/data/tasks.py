@@ -377,6 +377,20 @@ def available_tasks(data_dir: str | Path | None) -> list[str]:
     return found
 
 
+def hold_out(split: Split, rows: int, seed: int) -> tuple[Split, Split | None]:
+    """(the rest, `rows` seeded random rows set aside), each in its original order; (split, None) for 0 rows.
+    The held-out rows are drawn before any subsampling, so `train_limit` does not change which they are."""
+    if rows == 0:
+        return split, None
+    if rows >= len(split):
+        raise ConfigError(
+            f"data.holdout_rows={rows} leaves nothing to train on: the {split.source} split has {len(split)} "
+            f"rows; use at most {len(split) - 1} (or 0 to calibrate on training rows)"
+        )
+    order = np.random.default_rng([seed, 1]).permutation(len(split))
+    return split.subset(np.sort(order[rows:])), split.subset(np.sort(order[:rows]))
+
+
 def subsample(split: Split, limit: int | None, seed: int) -> Split:
     if limit is None or limit >= len(split):
         return split

@@ -103,7 +103,14 @@ def _task_data(
         majority = None
     encoded = {name: encode(split, model.tokenizer, max_length) for name, split in devs.items()}
     return TaskData(
-        task=task, tokenizer=model.tokenizer, train=encoded["dev"], dev=encoded, majority=majority
+        task=task,
+        tokenizer=model.tokenizer,
+        train=encoded["dev"],
+        dev=encoded,
+        majority=majority,
+        calibration=encoded[
+            "dev"
+        ],  # a curve sets thresholds from dev scores by design; nothing calibrates here
     )
 
 

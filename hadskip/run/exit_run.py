@@ -15,6 +15,7 @@ from hadskip.core.runtime import seed_everything
 from hadskip.registry import get_method
 from hadskip.run.points import RunContext, budget_seed
 from hadskip.run.run_dir import EXITS_CKPT
+from hadskip.run.task_data import calibration_kind
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,17 @@ def train_exit_method(ctx: RunContext) -> None:
             state.resume_from = EXITS_CKPT
             ctx.save_state()
 
-    calibration = data.train.sample(exits.calibration_rows, settings.training_seed)
+    calibration = data.calibration.sample(exits.calibration_rows, settings.training_seed)
     scores = exit_scores(model, calibration, runtime, settings.eval_batch_size)
     for k in remaining:
         model.threshold, cal_layers = calibrate_exit(scores, k)
         log.info(
-            "%s budget %g: threshold %.4g gives %.2f layers on training rows",
+            "%s budget %g: threshold %.4g gives %.2f layers on %s rows",
             method.name,
             k,
             model.threshold,
             cal_layers,
+            calibration_kind(data),
         )
         threshold = model.threshold if math.isfinite(model.threshold) else None
         ctx.finish_point(model, method.name, k, threshold=threshold, train_seconds=state.train_seconds)

@@ -16,16 +16,18 @@ from hadskip.core.stages import deployed_routes, needs_teacher_states, stage2, s
 from hadskip.run.backbone import load_gated
 from hadskip.run.points import RunContext, budget_seed
 from hadskip.run.run_dir import STAGE2_CKPT
+from hadskip.run.task_data import calibration_kind
 
 log = logging.getLogger(__name__)
 
 
 def calibrate(ctx: RunContext, student: GatedModel, budget: float) -> None:
-    """Set the student's inference threshold so deterministic routing meets `budget` on training rows."""
+    """Set the student's inference threshold so deterministic routing meets `budget` on the calibration rows
+    (held out from training when `data.holdout_rows` > 0, else training rows)."""
     settings = ctx.settings
     student.threshold, layers = calibrate_threshold(
         student,
-        ctx.data.train,
+        ctx.data.calibration,
         budget,
         ctx.runtime,
         rows=settings.stage3.calibration_rows,
@@ -33,7 +35,11 @@ def calibrate(ctx: RunContext, student: GatedModel, budget: float) -> None:
         seed=settings.training_seed,
     )
     log.info(
-        "budget %g: threshold %.4f gives %.2f layers on training rows", budget, student.threshold, layers
+        "budget %g: threshold %.4f gives %.2f layers on %s rows",
+        budget,
+        student.threshold,
+        layers,
+        calibration_kind(ctx.data),
     )
 
 

@@ -76,6 +76,7 @@ def stage1_key(settings: RunSettings, source: str) -> str:
             "data_dir": d.data_dir and str(Path(d.data_dir).resolve()),
             "max_length": d.max_length,
             "train_limit": d.train_limit,
+            **({"holdout_rows": d.holdout_rows} if d.holdout_rows else {}),  # keys from before it still match
         },
         "stage1": _stage1_identity(settings),
         "hidden_dropout": settings.model.hidden_dropout,

@@ -10,7 +10,7 @@ from hadskip.core.model import GatedModel
 from hadskip.core.runtime import Runtime
 from hadskip.data.encoding import Encoded, encode
 from hadskip.data.metrics import layer_stats, majority_score, predictions, task_metrics
-from hadskip.data.tasks import Task, dev_split_names, get_task, load_split, subsample
+from hadskip.data.tasks import Task, dev_split_names, get_task, hold_out, load_split, subsample
 from hadskip.run.backbone import load_tokenizer
 
 
@@ -21,24 +21,33 @@ class TaskData:
     train: Encoded
     dev: dict[str, Encoded]  # split name -> data; "dev" first
     majority: float
+    calibration: Encoded  # where budget thresholds are calibrated: the held-out rows, else `train`
 
 
 def load_task_data(settings: RunSettings, source: str) -> TaskData:
     task = get_task(settings.data.task)
     tokenizer = load_tokenizer(source)
     d = settings.data
-    train = subsample(load_split(task, "train", d.data_dir), d.train_limit, settings.seed)
+    train, held_out = hold_out(load_split(task, "train", d.data_dir), d.holdout_rows, settings.seed)
+    train = subsample(train, d.train_limit, settings.seed)
     devs = {
         name: subsample(load_split(task, name, d.data_dir), d.dev_limit, settings.seed)
         for name in dev_split_names(task)
     }
+    encoded_train = encode(train, tokenizer, d.max_length)
     return TaskData(
         task=task,
         tokenizer=tokenizer,
-        train=encode(train, tokenizer, d.max_length),
+        train=encoded_train,
         dev={name: encode(split, tokenizer, d.max_length) for name, split in devs.items()},
         majority=majority_score(task, train.labels, devs["dev"].labels),
+        calibration=encoded_train if held_out is None else encode(held_out, tokenizer, d.max_length),
     )
+
+
+def calibration_kind(data: TaskData) -> str:
+    """How log lines name the rows thresholds are calibrated on."""
+    return "training" if data.calibration is data.train else "held-out"
 
 
 @dataclass

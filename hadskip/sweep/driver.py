@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from hadskip import storage
 from hadskip.config import check_budgets
+from hadskip.data.tasks import get_task, hold_out, load_split
 from hadskip.errors import ConfigError, HadSkipError
 from hadskip.registry import FULL, METHODS, Dimension
 from hadskip.results.io import point_exists, read_results, write_point
@@ -598,7 +599,10 @@ def run_sweep(sweep: SweepSettings, *, num_cpus: int | None = None):
     num_layers = num_layers_of(resolve_model_source(sweep.model))
     check_budgets(sweep.budgets, num_layers)
     for task in sweep.tasks:
-        sweep.base_settings(task)  # a bad --set fails here, before Ray starts
+        settings = sweep.base_settings(task)  # a bad --set fails here, before Ray starts
+        if settings.data.holdout_rows:  # and a holdout that leaves no training rows
+            train = load_split(get_task(task), "train", settings.data.data_dir)
+            hold_out(train, settings.data.holdout_rows, settings.seed)
     check_new_or_resume(sweep)
     storage.makedirs(sweep.root)
     storage.write_bytes_atomic(
