@@ -55,7 +55,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     (
         "gate_threshold",
         pa.float64(),
-        "inference threshold on p(run) (0.5 = argmax; calibrated on train data)",
+        "inference threshold on p(run) (0.5 = argmax; calibrated on training or held-out rows)",
     ),
     ("lr", pa.float64(), "learning rate (stage III for hadskip, stage I for full)"),
     ("batch_size", pa.int64(), "batch size (same stage as lr)"),
