@@ -302,6 +302,9 @@ def test_baselines_run_beside_hadskip_in_their_own_studies(
     assert set(points.study) == {"both-mrpc", "both-mrpc-pabee"}
     pabee = points[points.method == "pabee"]
     assert ((pabee.lr >= 5e-6) & (pabee.lr <= 5e-5)).all() and pabee.beta.isna().all()
+    # a search's first trial runs the defaults
+    assert (points.lr == 2e-5).all() and (points.batch_size == 32).all()
+    assert (points[points.method == "hadskip"].beta == 50.0).all()
     assert len(df[df.method == "full"]) == 1  # one stage I for both methods
     assert "pabee" in out
 
@@ -420,3 +423,23 @@ def test_ctrl_c_during_a_study_ends_the_sweep_after_tunes_graceful_stop():
         assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
     finally:
         signal.signal(signal.SIGUSR1, before[1])
+
+
+def test_a_search_starts_from_the_defaults_inside_the_searched_ranges():
+    sweep = SweepSettings(tasks=["cola"], budgets=[3], overrides=["stage3.beta=10", "stage3.alpha_emb=50"])
+    point = sweep.defaults_point("cola")
+    # beta is fixed (not searched); alpha_emb=50 lies outside its searched range (0.1-10), so Optuna draws it
+    assert point == {
+        "stage3.lr": 2e-5,
+        "stage3.batch_size": 32,
+        "stage3.alpha_pred": 1.0,
+        "stage3.alpha_hidden": 1.0,
+        "stage3.alpha_attn": 1.0,
+    }
+    assert sweep.defaults_point("cola", "leebert") == {
+        "exits.lr": 2e-5,
+        "exits.batch_size": 32,
+        "exits.head_lr": 5e-4,
+        "exits.weight_lr": 1e-3,
+        "exits.cycle": 4,
+    }

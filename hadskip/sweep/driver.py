@@ -419,9 +419,17 @@ def _tuner(sweep: SweepSettings, task: str, num_layers: int, method: str = "hads
         else FIFOScheduler()
     )
     space = sweep.space(method)
-    # every searched setting fixed with --set: nothing for Optuna to search, the trials are plain repeats
+    # every searched setting fixed with --set: nothing for Optuna to search, the trials are plain repeats;
+    # otherwise the first trial runs the defaults and Optuna searches from there
+    first = sweep.defaults_point(task, method)
     searcher = (
-        OptunaSearch(study_name=sweep.study(task, method), seed=sweep_seed(sweep, task)) if space else None
+        OptunaSearch(
+            study_name=sweep.study(task, method),
+            seed=sweep_seed(sweep, task),
+            points_to_evaluate=[first] if first else None,
+        )
+        if space
+        else None
     )
     return tune.Tuner(
         trainable,

@@ -119,6 +119,22 @@ class SweepSettings(BaseModel):
         fixed = {o.split("=", 1)[0].strip() for o in self.overrides}
         return {k: v for k, v in METHODS[method].space.items() if k not in fixed}
 
+    def defaults_point(self, task: str, method: str = "hadskip") -> dict[str, Any]:
+        """The searched settings at their defaults (with this sweep's --set applied): a search's first trial,
+        so even a sweep of one or two trials per task measures the documented configuration. A default
+        outside its searched range is left for the searcher to draw."""
+        values = json.loads(self.base_settings(task).model_dump_json())
+        point = {}
+        for key, (kind, args) in self.space(method).items():
+            value = values
+            for part in key.split("."):
+                value = value[part]
+            if value is None:
+                continue
+            if (value in args[0]) if kind == "choice" else (args[0] <= value <= args[1]):
+                point[key] = value
+        return point
+
     def pairs(self) -> list[tuple[str, str]]:
         """(task, method) pairs the sweep runs: a method that cannot serve a regression task skips it."""
         return [(t, m) for t in self.tasks for m in self.methods if serves(m, get_task(t).is_regression)]
