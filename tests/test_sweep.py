@@ -235,11 +235,12 @@ def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
         "--test-fault",
         "nan@2",
     )
-    sigint = signal.getsignal(signal.SIGINT)
+    sigint, air_output = signal.getsignal(signal.SIGINT), os.environ.get("RAY_AIR_NEW_OUTPUT")
     assert _load_cli().main(argv) == 0
     out = capsys.readouterr().out
-    # no library's SIGINT handler is left behind in the driver (Ray Train's took three Ctrl-C to stop curves)
-    assert signal.getsignal(signal.SIGINT) is sigint
+    # no library's SIGINT handler is left behind in the driver (Ray Train's took three Ctrl-C to stop curves),
+    # nor the console settings that kept Tune quiet
+    assert signal.getsignal(signal.SIGINT) is sigint and os.environ.get("RAY_AIR_NEW_OUTPUT") == air_output
 
     files = sorted((tmp_path / "results").rglob("*.parquet"))
     assert all(pq.read_schema(f).equals(SCHEMA, check_metadata=False) for f in files)
@@ -272,6 +273,7 @@ def test_smoke_sweep_writes_the_schema_and_records_a_nan_trial(
     # the console shows one progress line per change; each trial's step lines are in its train.log
     assert "cola hadskip: 2/2 trials finished (1 failed), 0 running; best valid so far 3: " in out
     assert "Trial status" not in out  # Tune's table only with --verbose
+    assert "Configuration for experiment" not in out and "View detailed results" not in out  # nor its banner
     logs = list((tmp_path / "state" / "smoke" / "runs").glob("*/train.log"))
     assert len(logs) == 4 and all("stage III" in p.read_text() for p in logs)
 

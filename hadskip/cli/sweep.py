@@ -13,9 +13,11 @@ readable while the sweep runs; the best point per task and budget is printed at 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from hadskip.cli.args import parse_budgets
@@ -165,6 +167,33 @@ def settings_from_args(args: argparse.Namespace, default_data_dir: Path | None =
     )
 
 
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Without --verbose the console keeps the sweep's own progress lines only: Ray's new console output prints
+    an experiment banner and a TensorBoard hint at every Tuner start even at verbosity 0 (its legacy
+    reporter prints nothing at 0), Tune warns of every callback slower than 0.5 s (routine on a busy CPU),
+    and Optuna logs each study it creates. Restored afterwards (the sweep may run inside another program)."""
+    if verbose:
+        yield
+        return
+    import optuna
+
+    quiet = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_THRESHOLD_S": "30"}
+    before = {k: os.environ.get(k) for k in quiet}
+    level = optuna.logging.get_verbosity()
+    os.environ.update(quiet)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def main(argv: list[str] | None = None, default_data_dir: Path | None = None) -> int:
     args = build_parser(default_data_dir).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -176,7 +205,8 @@ def main(argv: list[str] | None = None, default_data_dir: Path | None = None) ->
     sweep = None
     try:
         sweep = settings_from_args(args, default_data_dir)
-        best = run_sweep(sweep, num_cpus=args.num_cpus)
+        with quiet_libraries(sweep.verbose):
+            best = run_sweep(sweep, num_cpus=args.num_cpus)
     except HadSkipError as err:
         if args.debug:
             raise
