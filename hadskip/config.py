@@ -79,8 +79,8 @@ class DataSettings(Settings):
     dev_limit: int | None = Field(None, ge=1)
     # Rows of the training split set aside before anything trains (seeded by `seed`, drawn before
     # `train_limit` subsamples the rest): every method calibrates its budget thresholds on these instead of
-    # on training rows its model has fit. 0: calibrate on training rows, where a fitted model is more
-    # confident than on unseen text, so thresholds overrun on dev (worst with small training sets).
+    # on training rows its model has fit. 0 (default): training rows. Measured on SST-2 (1,000 rows, 3
+    # seeds) it did not bring the exit baselines' dev layers closer to the budget (README, Benchmarks).
     holdout_rows: int = Field(0, ge=0)
 
     @field_validator("task")

@@ -108,9 +108,8 @@ def _task_data(
         train=encoded["dev"],
         dev=encoded,
         majority=majority,
-        calibration=encoded[
-            "dev"
-        ],  # a curve sets thresholds from dev scores by design; nothing calibrates here
+        # a curve sets its thresholds from dev scores by design; nothing calibrates here
+        calibration=encoded["dev"],
     )
 
 

@@ -123,15 +123,14 @@ class SweepSettings(BaseModel):
         """The searched settings at their defaults (with this sweep's --set applied): a search's first trial,
         so even a sweep of one or two trials per task measures the documented configuration. A default
         outside its searched range is left for the searcher to draw."""
-        values = json.loads(self.base_settings(task).model_dump_json())
+        space = self.space(method)
+        defaults = searched_values(self.base_settings(task).model_dump_json(), list(space))
         point = {}
-        for key, (kind, args) in self.space(method).items():
-            value = values
-            for part in key.split("."):
-                value = value[part]
-            if value is None:
-                continue
-            if (value in args[0]) if kind == "choice" else (args[0] <= value <= args[1]):
+        for key, (kind, args) in space.items():
+            value = defaults[key]
+            if value is not None and (
+                (value in args[0]) if kind == "choice" else args[0] <= value <= args[1]
+            ):
                 point[key] = value
         return point
 
