@@ -150,7 +150,7 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(pts).metric.tolist() == [0.1, 0.3, 0.5]
 
 
-def test_importances_cover_a_baselines_own_hyperparameters(tmp_path):
+def test_importances_cover_a_baselines_own_hyperparameters(tmp_path, capfd):
     from hadskip.config import build_settings
     from hadskip.results import importances, read_results
 
@@ -161,9 +161,16 @@ def test_importances_cover_a_baselines_own_hyperparameters(tmp_path):
         write_point(
             str(root), row.model_copy(update={"study": "s1-cola-pabee", "settings": settings}), f"p{i}"
         )
+    # three confirmation re-runs of the best configuration are not searched trials
+    best = build_settings({}, ["method=pabee", "exits.head_lr=0.003"]).model_dump_json()
+    for seed in (7, 8, 9):
+        row = _row("cola", f"c{seed}", 3, 0.1, 3.0, method="pabee", lr=2e-5, beta=None)
+        update = {"study": "s1-cola-pabee", "settings": best, "role": "confirm", "confirms": "p3"}
+        write_point(str(root), row.model_copy(update=update), f"c{seed}")
     found = importances(read_results(root))
     assert set(found) == {"s1-cola-pabee"} and found["s1-cola-pabee"]["trials"] == 4
     assert set(found["s1-cola-pabee"]["importance"]) == {"exits.head_lr"}  # the only setting that varied
+    assert "A new study created" not in capfd.readouterr().err  # a report is not a search
 
 
 def test_confirmation_seeds_replace_the_search_maximum(results, capsys):

@@ -49,13 +49,15 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
     """Per study: each hyperparameter's importance for the trial objective (the mean over budgets of the
     metric, an invalid point counting -1, as the sweep optimised it), from the result rows alone.
 
-    The study is rebuilt in memory from the rows (Optuna's own storage need not be reachable) and scored with
-    Optuna's PED-ANOVA evaluator. Studies with fewer than `min_trials` trials are skipped.
+    The study is rebuilt in memory from the search rows (Optuna's own storage need not be reachable; the
+    confirmation re-runs of the best configuration and curve points are not draws of the searcher and would
+    weigh it as often as it was re-seeded) and scored with Optuna's PED-ANOVA evaluator. Studies with fewer
+    than `min_trials` trials are skipped.
     """
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    points = df[(df.method != "full") & df.study.notna() & df.trial_id.notna()].copy()
+    points = df[(df.method != "full") & (df.role == "search") & df.study.notna() & df.trial_id.notna()].copy()
     if points.empty:
         return {}
     points["score"] = points.metric.where(
@@ -78,7 +80,7 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
                 dists[h] = CategoricalDistribution(sorted({int(v) for v in values}))
             else:
                 dists[h] = FloatDistribution(float(values.min()), float(values.max()), log=values.min() > 0)
-        study = optuna.create_study(direction="maximize")
+        study = _in_memory_study()
         for _, t in trials.iterrows():
             params = {h: (int(t[h]) if h in categorical_keys() else float(t[h])) for h in varied}
             study.add_trial(
@@ -93,6 +95,18 @@ def importances(df: pd.DataFrame, *, tolerance: float = 0.25, min_trials: int = 
             continue
         out[str(study_name)] = {"trials": len(trials), "importance": dict(scores)}
     return out
+
+
+def _in_memory_study():
+    """An Optuna study without its "A new study created in memory" log line (a report is not a search)."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(direction="maximize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 # -- report ----------------------------------------------------------------------------------------------
