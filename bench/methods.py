@@ -7,6 +7,10 @@ the seeds, the mean executed layers on dev, the share of the full model's gain o
 ((metric - majority) / (full - majority), per seed), and HadSkip's lead over the best valid baseline, called
 a win or a loss only when it exceeds the seeds' spread (sqrt(sd_a^2 + sd_b^2)); otherwise a tie.
 
+Every method of one seed starts from the same stage I model and data, so most of the seed-to-seed spread is
+shared; `paired` compares per seed instead: the mean ± std of the per-seed differences (HadSkip minus the
+best baseline, a variant minus `hadskip`), a win or a loss where a two-sided paired t-test gives p < 0.05.
+
     python bench/methods.py --tasks cola,mrpc,sst2 --seeds 1,2,3 --set-for sst2:data.train_limit=8000
     python bench/methods.py --tasks sst2 --methods hadskip,static --seeds 1,2 \\
         --variant detach=gates.detach_input=true,stage3.budget_target=expected      # an ablation row
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from hadskip.cli.commands import quiet_transformers
 from hadskip.config import build_settings
@@ -125,8 +130,33 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def paired(a: pd.Series, b: pd.Series, *, alpha: float = 0.05) -> str:
+    """`a` minus `b` over the seeds both have (Series indexed by seed): "mean ± std (n) call", the call a win
+    or a loss where a two-sided paired t-test rejects "no difference" at `alpha`, otherwise a tie; "" below
+    two shared seeds."""
+    d = (a - b).dropna()
+    if len(d) < 2:
+        return ""
+    sd = d.std()
+    if sd == 0:
+        p = 1.0 if d.mean() == 0 else 0.0
+    else:
+        p = 2 * stats.t.sf(abs(d.mean()) / (sd / math.sqrt(len(d))), len(d) - 1)
+    call = "tie" if p >= alpha else ("win" if d.mean() > 0 else "loss")
+    return f"{d.mean():+.4f} ± {sd:.4f} ({len(d)}) {call}"
+
+
 def format_table(df: pd.DataFrame, tolerance: float) -> str:
     agg = aggregate(df)
+    per_seed = (
+        df.drop_duplicates(["task", "label", "budget", "seed"])
+        .set_index(["task", "budget", "label", "seed"])["metric"]
+        .sort_index()
+    )
+
+    def seeds(task, budget, label) -> pd.Series:
+        return per_seed.loc[(task, budget, label)]
+
     records = []
     for (task, budget), g in agg.sort_values(["task", "budget"], ascending=[True, False]).groupby(
         ["task", "budget"], sort=False
@@ -136,12 +166,17 @@ def format_table(df: pd.DataFrame, tolerance: float) -> str:
         best = baselines.loc[baselines["mean"].idxmax()] if len(baselines) else None
         for r in g.itertuples():
             ok = r.label == "full" or r.layers <= r.budget + tolerance
-            verdict = ""
+            verdict = by_seed = ""
             if r.label.startswith("hadskip") and best is not None:
                 lead = r.mean - best["mean"]
                 spread = math.sqrt(sum(x**2 for x in (r.sd, best.sd) if x == x))
                 call = "tie" if abs(lead) <= spread or r.n < 2 else ("win" if lead > 0 else "loss")
                 verdict = f"{lead:+.4f} {call} vs {best.label}"
+                by_seed = paired(seeds(task, budget, r.label), seeds(task, budget, best.label))
+                by_seed = f"{by_seed} vs {best.label}" if by_seed else ""
+            if r.label.startswith("hadskip[") and "hadskip" in set(g.label):
+                by_seed = paired(seeds(task, budget, r.label), seeds(task, budget, "hadskip"))
+                by_seed = f"{by_seed} vs hadskip" if by_seed else ""
             sd = f" ± {r.sd:.4f}" if r.sd == r.sd else ""
             records.append(
                 {
@@ -155,10 +190,11 @@ def format_table(df: pd.DataFrame, tolerance: float) -> str:
                     "ok": "yes" if ok else "NO",
                     "gain share": "-" if r.share != r.share else f"{r.share:.0%}",
                     "vs best baseline": verdict,
+                    "paired (per seed)": by_seed,
                     "train s": f"{r.train_s or 0:.0f}",
                 }
             )
-    left = {"task", "method", "vs best baseline"}
+    left = {"task", "method", "vs best baseline", "paired (per seed)"}
     return text_table(records, [Column(k, align="<" if k in left else ">") for k in records[0]])
 
 
