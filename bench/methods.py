@@ -172,11 +172,14 @@ def format_table(df: pd.DataFrame, tolerance: float) -> str:
                 spread = math.sqrt(sum(x**2 for x in (r.sd, best.sd) if x == x))
                 call = "tie" if abs(lead) <= spread or r.n < 2 else ("win" if lead > 0 else "loss")
                 verdict = f"{lead:+.4f} {call} vs {best.label}"
-                by_seed = paired(seeds(task, budget, r.label), seeds(task, budget, best.label))
-                by_seed = f"{by_seed} vs {best.label}" if by_seed else ""
+            # per seed: a variant against the defaults (the ablation's question), HadSkip against the best baseline
             if r.label.startswith("hadskip[") and "hadskip" in set(g.label):
-                by_seed = paired(seeds(task, budget, r.label), seeds(task, budget, "hadskip"))
-                by_seed = f"{by_seed} vs hadskip" if by_seed else ""
+                other = "hadskip"
+            else:
+                other = best.label if r.label.startswith("hadskip") and best is not None else None
+            if other:
+                by_seed = paired(seeds(task, budget, r.label), seeds(task, budget, other))
+                by_seed = f"{by_seed} vs {other}" if by_seed else ""
             sd = f" ± {r.sd:.4f}" if r.sd == r.sd else ""
             records.append(
                 {
