@@ -173,10 +173,11 @@ def format_table(df: pd.DataFrame, tolerance: float) -> str:
                 call = "tie" if abs(lead) <= spread or r.n < 2 else ("win" if lead > 0 else "loss")
                 verdict = f"{lead:+.4f} {call} vs {best.label}"
             # per seed: a variant against the defaults (the ablation's question), HadSkip against the best baseline
+            other = None
             if r.label.startswith("hadskip[") and "hadskip" in set(g.label):
                 other = "hadskip"
-            else:
-                other = best.label if r.label.startswith("hadskip") and best is not None else None
+            elif r.label.startswith("hadskip") and best is not None:
+                other = best.label
             if other:
                 by_seed = paired(seeds(task, budget, r.label), seeds(task, budget, other))
                 by_seed = f"{by_seed} vs {other}" if by_seed else ""
