@@ -45,8 +45,8 @@ log = logging.getLogger("bench.methods")
 
 
 def runs(args) -> list[tuple[str, str, list[str]]]:
-    """(label, method, extra settings): every method, then each HadSkip variant."""
-    out = [(m, m, []) for m in args.methods.split(",")]
+    """(label, method, extra settings): every method, then each HadSkip variant (`--methods ''`: variants only)."""
+    out = [(m, m, []) for m in args.methods.split(",") if m]
     for spec in args.variant:
         name, _, sets = spec.partition("=")
         out.append((f"hadskip[{name}]", "hadskip", [s for s in sets.split(",") if s]))
