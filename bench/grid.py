@@ -60,9 +60,13 @@ def plan(args, passthrough: list[str]) -> list[Job]:
     tasks = args.tasks.split(",")
     seeds = args.seeds.split(",")
     jobs = []
-    for i, (tier, selection) in enumerate(tiers):
-        # tier 0 seed by seed, so the first wave trains every task's and seed's stage I at once
-        order = [(t, s) for s in seeds for t in tasks] if i < 2 else [(t, s) for t in tasks for s in seeds]
+    for tier, selection in tiers:
+        # defaults and baselines seed by seed, so the first wave trains every task's and seed's stage I at
+        # once; a variant task by task, so a deadline leaves whole tasks of it done
+        first_wave = selection[1] != ""
+        order = (
+            [(t, s) for s in seeds for t in tasks] if first_wave else [(t, s) for t in tasks for s in seeds]
+        )
         for task, seed in order:
             argv = [sys.executable, str(METHODS), "--tasks", task, "--seeds", seed, *selection]
             argv += ["--out", args.out, "--cache-dir", args.cache_dir or str(Path(args.out) / "cache")]

@@ -54,6 +54,13 @@ def test_plan_without_baselines_and_a_bad_variant():
         "hadskip-mrpc-s1",
         "hadskip-cola-s1",
     ]
+    jobs = grid.plan(_args(baselines="", variant=["v=gates.sample=false"]), [])
+    assert [j.name for j in jobs][4:] == [
+        "v-mrpc-s1",
+        "v-mrpc-s2",
+        "v-cola-s1",
+        "v-cola-s2",
+    ]  # still task by task
     try:
         grid.plan(_args(variant=["predkd"]), [])
     except SystemExit as e:
