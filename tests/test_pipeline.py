@@ -144,6 +144,33 @@ def test_interrupted_run_resumes_without_loss_or_repeats(
         train_run(other, str(out), cache_dir=str(cache), resume=True)
 
 
+def test_a_run_without_checkpoints_resumes_by_walking_again_without_repeating_a_row(
+    tmp_path, tiny_model_dir, glue_dir, count_fits
+):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    settings = build_settings(
+        {"model": {"name_or_path": tiny_model_dir}, "data": {"task": "cola", "data_dir": str(glue_dir)}},
+        [a for a in FAST if "=" in a] + ["budgets=[3, 1.5]"],
+    )
+
+    def stop_after_first_budget(row, ckpt):
+        if row.method == "hadskip":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(
+            settings, str(out), cache_dir=str(cache), on_point=stop_after_first_budget, save_checkpoints=False
+        )
+    first = read_results(out / "results.parquet")
+    count_fits.clear()
+    train_run(settings, str(out), cache_dir=str(cache), resume=True, save_checkpoints=False)
+    # nothing to continue from: stage II and the path again from the top, budget 3 not published twice
+    assert [f for f in count_fits if f[0] == "stage3"] == [("stage3", k) for k in (4.0, 3.0, 2.0, 1.5)]
+    df = read_results(out / "results.parquet")
+    assert df["budget"].tolist() == [4.0, 3.0, 1.5]
+    assert df.metric[1] == first.metric[1]  # the row published before the restart is the one kept
+
+
 def test_non_homotopic_ablation_trains_each_budget_from_stage2(
     tmp_path, tiny_model_dir, glue_dir, count_fits
 ):

@@ -116,6 +116,10 @@ def train_hadskip(ctx: RunContext) -> None:
             state.train_seconds += stats.seconds
             if stage3_settings.calibrate:  # the backbone moved under the gates: meet the budget again
                 calibrate(ctx, student, k)
+        if ("hadskip", k) in ctx.done:
+            # published before a restart that had no checkpoint to continue from (the run keeps none): the
+            # path is walked again only to reach the budgets after this one, and its row stays the first one
+            continue
         ctx.finish_point(
             student,
             "hadskip",
