@@ -113,19 +113,23 @@ def test_existing_output_is_not_overwritten(tmp_path, tiny_model_dir, glue_dir, 
     assert (out / "results.parquet").read_bytes() == b"precious"
 
 
+def _cola_two_budgets(model_dir, glue_dir):
+    return build_settings(
+        {"model": {"name_or_path": model_dir}, "data": {"task": "cola", "data_dir": str(glue_dir)}},
+        [a for a in FAST if "=" in a] + ["budgets=[3, 1.5]"],
+    )
+
+
+def stop_after_first_budget(row, ckpt):
+    if row.method == "hadskip":
+        raise KeyboardInterrupt
+
+
 def test_interrupted_run_resumes_without_loss_or_repeats(
     tmp_path, tiny_model_dir, glue_dir, count_fits, monkeypatch
 ):
     out, cache = tmp_path / "run", tmp_path / "cache"
-    settings = build_settings(
-        {"model": {"name_or_path": tiny_model_dir}, "data": {"task": "cola", "data_dir": str(glue_dir)}},
-        [a for a in FAST if "=" in a] + ["budgets=[3, 1.5]"],
-    )
-
-    def stop_after_first_budget(row, ckpt):
-        if row.method == "hadskip":
-            raise KeyboardInterrupt
-
+    settings = _cola_two_budgets(tiny_model_dir, glue_dir)
     with pytest.raises(KeyboardInterrupt):
         train_run(settings, str(out), cache_dir=str(cache), on_point=stop_after_first_budget)
     assert read_results(out / "results.parquet")["budget"].tolist() == [4.0, 3.0]
@@ -148,15 +152,7 @@ def test_a_run_without_checkpoints_resumes_by_walking_again_without_repeating_a_
     tmp_path, tiny_model_dir, glue_dir, count_fits
 ):
     out, cache = tmp_path / "run", tmp_path / "cache"
-    settings = build_settings(
-        {"model": {"name_or_path": tiny_model_dir}, "data": {"task": "cola", "data_dir": str(glue_dir)}},
-        [a for a in FAST if "=" in a] + ["budgets=[3, 1.5]"],
-    )
-
-    def stop_after_first_budget(row, ckpt):
-        if row.method == "hadskip":
-            raise KeyboardInterrupt
-
+    settings = _cola_two_budgets(tiny_model_dir, glue_dir)
     with pytest.raises(KeyboardInterrupt):
         train_run(
             settings, str(out), cache_dir=str(cache), on_point=stop_after_first_budget, save_checkpoints=False
