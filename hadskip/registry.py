@@ -32,6 +32,7 @@ class Method:
 _LR = ("loguniform", (5e-6, 5e-5))  # the paper's fine-tuning range
 _BATCH = ("choice", ([8, 16, 32, 64],))
 _HEAD_LR = ("loguniform", (1e-4, 3e-3))
+_FEATURE_KD = ("choice", ([0.0, 0.1, 1.0, 10.0],))
 
 # Ranges follow the papers (HadSkip: lr 5e-6..5e-5, batch 8..64, loss weights around 1.0; beta reaches up to
 # 100 because the paper's 1.0 does not bind here, see README "choices that differ from the paper"; LeeBERT:
@@ -50,9 +51,10 @@ METHODS: dict[str, Method] = {
                 "stage3.batch_size": _BATCH,
                 "stage3.beta": ("loguniform", (1.0, 100.0)),
                 "stage3.alpha_pred": ("loguniform", (0.1, 10.0)),
-                "stage3.alpha_hidden": ("loguniform", (0.1, 10.0)),
-                "stage3.alpha_attn": ("loguniform", (0.1, 10.0)),
-                "stage3.alpha_emb": ("loguniform", (0.1, 10.0)),
+                # off (the default) or on at a log-spaced weight
+                "stage3.alpha_hidden": _FEATURE_KD,
+                "stage3.alpha_attn": _FEATURE_KD,
+                "stage3.alpha_emb": _FEATURE_KD,
             },
         ),
         Method(

@@ -8,10 +8,10 @@ from hadskip.config import build_settings, check_budgets, known_keys
 from hadskip.errors import ConfigError
 
 
-def test_defaults_follow_the_paper_except_beta():
+def test_defaults_follow_the_paper_except_beta_and_feature_distillation():
     s = build_settings()
     s3 = s.stage3
-    assert (s3.alpha_pred, s3.alpha_hidden, s3.alpha_attn, s3.alpha_emb) == (1, 1, 1, 1)
+    assert (s3.alpha_pred, s3.alpha_hidden, s3.alpha_attn, s3.alpha_emb) == (1, 0, 0, 0)  # see config.py
     assert s3.beta == 50  # the paper's 1.0 does not bind at this penalty's scale (see config.py)
     assert s3.homotopic and s3.budget_step == 1.0
     assert s.budgets == [4.5, 3.0, 1.5]

@@ -430,13 +430,14 @@ def test_ctrl_c_during_a_study_ends_the_sweep_after_tunes_graceful_stop():
 def test_a_search_starts_from_the_defaults_inside_the_searched_ranges():
     sweep = SweepSettings(tasks=["cola"], budgets=[3], overrides=["stage3.beta=10", "stage3.alpha_emb=50"])
     point = sweep.defaults_point("cola")
-    # beta is fixed (not searched); alpha_emb=50 lies outside its searched range (0.1-10), so Optuna draws it
+    # beta is fixed (not searched); alpha_emb=50 is none of its searched choices (0, 0.1, 1, 10), so Optuna
+    # draws it
     assert point == {
         "stage3.lr": 2e-5,
         "stage3.batch_size": 32,
         "stage3.alpha_pred": 1.0,
-        "stage3.alpha_hidden": 1.0,
-        "stage3.alpha_attn": 1.0,
+        "stage3.alpha_hidden": 0.0,
+        "stage3.alpha_attn": 0.0,
     }
     assert sweep.defaults_point("cola", "leebert") == {
         "exits.lr": 2e-5,

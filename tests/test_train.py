@@ -63,7 +63,10 @@ def test_stage3_moves_everything_and_reports_every_term():
     teacher = GatedModel(tiny_model("bert")).eval()
     teacher.set_attn_implementation("eager")
     before = _snapshot(model)
-    stage3 = stages.stage3(Stage3Settings(batch_size=8, max_steps=4, lr=1e-3), GateSettings(), teacher, 2.0)
+    every_term = {"alpha_hidden": 1.0, "alpha_attn": 1.0, "alpha_emb": 1.0}
+    stage3 = stages.stage3(
+        Stage3Settings(batch_size=8, max_steps=4, lr=1e-3, **every_term), GateSettings(), teacher, 2.0
+    )
     seen = []
     rt = Runtime(on_step=lambda *a: seen.append(a), log_every=2)
     stats = fit(model, stage3, _data(), rt, seed=0)
@@ -262,4 +265,4 @@ def test_cached_teacher_logits_give_the_same_prediction_distillation_without_a_t
     assert calls == []  # no teacher forward
     torch.testing.assert_close(from_cache["kd_pred"], live["kd_pred"], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="cannot serve hidden-state"):
-        stages.stage3(Stage3Settings(), GateSettings(), teacher, 2.0, cached)
+        stages.stage3(Stage3Settings(alpha_hidden=1.0), GateSettings(), teacher, 2.0, cached)
