@@ -266,3 +266,14 @@ def test_cached_teacher_logits_give_the_same_prediction_distillation_without_a_t
     torch.testing.assert_close(from_cache["kd_pred"], live["kd_pred"], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="cannot serve hidden-state"):
         stages.stage3(Stage3Settings(alpha_hidden=1.0), GateSettings(), teacher, 2.0, cached)
+
+
+def test_teacher_logits_are_cached_only_when_the_path_reads_at_least_one_pass_over_the_rows():
+    predictions_only = Stage3Settings()  # the default: no feature terms
+    assert stages.caches_teacher_logits(
+        predictions_only, train_rows=8551, path_steps=7
+    )  # a full epoch a step
+    capped = Stage3Settings(max_steps=2, batch_size=32)  # a smoke run reads 7 * 64 = 448 of 8551 rows
+    assert not stages.caches_teacher_logits(capped, train_rows=8551, path_steps=7)
+    assert stages.caches_teacher_logits(capped, train_rows=448, path_steps=7)
+    assert not stages.caches_teacher_logits(Stage3Settings(alpha_hidden=1.0), train_rows=100, path_steps=7)

@@ -30,6 +30,18 @@ def needs_teacher_states(settings: Stage3Settings) -> bool:
     return settings.alpha_hidden > 0 or settings.alpha_attn > 0 or settings.alpha_emb > 0
 
 
+def caches_teacher_logits(settings: Stage3Settings, train_rows: int, path_steps: int) -> bool:
+    """Whether stage III reads the teacher's logits computed once on every training row instead of running the
+    teacher on each batch: only when it distils predictions at most, and its `path_steps` homotopic steps read
+    at least as many rows as that one pass costs (a run capped at a few steps runs the teacher per batch)."""
+    if needs_teacher_states(settings):
+        return False
+    rows_per_step = settings.epochs * train_rows
+    if settings.max_steps is not None:
+        rows_per_step = min(rows_per_step, settings.max_steps * settings.batch_size)
+    return path_steps * rows_per_step >= train_rows
+
+
 def stage1_loss(model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
     """Eq. 4: the vanilla model, every layer."""
     task = losses.task_loss(model(**_inputs(batch), open_gates=True).logits, batch["labels"])

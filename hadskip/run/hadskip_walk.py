@@ -12,7 +12,7 @@ from hadskip.core.loop import fit
 from hadskip.core.model import GatedModel
 from hadskip.core.runtime import seed_everything
 from hadskip.core.schedule import budget_path
-from hadskip.core.stages import deployed_routes, needs_teacher_states, stage2, stage3
+from hadskip.core.stages import caches_teacher_logits, deployed_routes, stage2, stage3
 from hadskip.run.backbone import load_gated
 from hadskip.run.points import RunContext, budget_seed
 from hadskip.run.run_dir import STAGE2_CKPT
@@ -78,13 +78,6 @@ def train_hadskip(ctx: RunContext) -> None:
             state.resume_from, state.resume_budget = STAGE2_CKPT, None
             ctx.save_state()
 
-    # distilling predictions only: the teacher's logits on every training row once, not a forward per step
-    teacher_logits = None
-    if not needs_teacher_states(stage3_settings):
-        teacher_logits = torch.from_numpy(
-            predict(teacher, data.train, runtime, settings.eval_batch_size, open_gates=True).logits
-        )
-
     if stage3_settings.homotopic:
         path = budget_path(ctx.num_layers, ctx.targets, stage3_settings.budget_step)
         stage2_weights = None
@@ -94,6 +87,13 @@ def train_hadskip(ctx: RunContext) -> None:
             stage2_weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
         else:
             stage2_weights = GatedModel.from_pretrained(run.fetch_dir(STAGE2_CKPT)).state_dict()
+
+    # distilling predictions only: the teacher's logits on every training row once, not a forward per step
+    teacher_logits = None
+    if caches_teacher_logits(stage3_settings, len(data.train), len(path)):
+        teacher_logits = torch.from_numpy(
+            predict(teacher, data.train, runtime, settings.eval_batch_size, open_gates=True).logits
+        )
 
     for k in path:
         if state.resume_budget is not None and k >= state.resume_budget:
