@@ -49,23 +49,22 @@ class Job:
 
 def plan(args, passthrough: list[str]) -> list[Job]:
     """Jobs in start order: tier 0 is HadSkip's defaults then the baselines, each later tier one variant."""
-    tiers: list[tuple[str, list[str]]] = [("hadskip", ["--methods", "hadskip"])]
+    # (name, selection, seed by seed): defaults and baselines seed by seed, so the first wave trains every
+    # task's and seed's stage I at once; a variant task by task, so a deadline leaves whole tasks of it done
+    tiers: list[tuple[str, list[str], bool]] = [("hadskip", ["--methods", "hadskip"], True)]
     if args.baselines:
-        tiers.append(("baselines", ["--methods", args.baselines]))
+        tiers.append(("baselines", ["--methods", args.baselines], True))
     for spec in args.variant:
         name = spec.partition("=")[0]
         if not name or "=" not in spec:
             raise SystemExit(f"--variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE...]")
-        tiers.append((name, ["--methods", "", "--variant", spec]))
+        tiers.append((name, ["--methods", "", "--variant", spec], False))
     tasks = args.tasks.split(",")
     seeds = args.seeds.split(",")
     jobs = []
-    for tier, selection in tiers:
-        # defaults and baselines seed by seed, so the first wave trains every task's and seed's stage I at
-        # once; a variant task by task, so a deadline leaves whole tasks of it done
-        first_wave = selection[1] != ""
+    for tier, selection, seed_major in tiers:
         order = (
-            [(t, s) for s in seeds for t in tasks] if first_wave else [(t, s) for t in tasks for s in seeds]
+            [(t, s) for s in seeds for t in tasks] if seed_major else [(t, s) for t in tasks for s in seeds]
         )
         for task, seed in order:
             argv = [sys.executable, str(METHODS), "--tasks", task, "--seeds", seed, *selection]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -16,6 +17,7 @@ from hadskip.config import GateSettings, Stage1Settings, Stage2Settings, Stage3S
 from hadskip.core import losses
 from hadskip.core.loop import Stage
 from hadskip.core.model import GatedModel
+from hadskip.core.schedule import steps_for
 
 Batch = dict[str, torch.Tensor]
 
@@ -36,10 +38,8 @@ def caches_teacher_logits(settings: Stage3Settings, train_rows: int, path_steps:
     at least as many rows as that one pass costs (a run capped at a few steps runs the teacher per batch)."""
     if needs_teacher_states(settings):
         return False
-    rows_per_step = settings.epochs * train_rows
-    if settings.max_steps is not None:
-        rows_per_step = min(rows_per_step, settings.max_steps * settings.batch_size)
-    return path_steps * rows_per_step >= train_rows
+    batches = steps_for(settings.epochs, math.ceil(train_rows / settings.batch_size), settings.max_steps)
+    return path_steps * batches * settings.batch_size >= train_rows
 
 
 def stage1_loss(model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:

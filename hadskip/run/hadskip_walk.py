@@ -88,6 +88,8 @@ def train_hadskip(ctx: RunContext) -> None:
         else:
             stage2_weights = GatedModel.from_pretrained(run.fetch_dir(STAGE2_CKPT)).state_dict()
 
+    if state.resume_budget is not None:  # the budgets down to it finished before the restart
+        path = [k for k in path if k < state.resume_budget]
     # distilling predictions only: the teacher's logits on every training row once, not a forward per step
     teacher_logits = None
     if caches_teacher_logits(stage3_settings, len(data.train), len(path)):
@@ -96,8 +98,6 @@ def train_hadskip(ctx: RunContext) -> None:
         )
 
     for k in path:
-        if state.resume_budget is not None and k >= state.resume_budget:
-            continue  # finished before the restart
         if stage2_weights is not None:
             student.load_state_dict(stage2_weights)
         seed = budget_seed(settings.training_seed, k)
