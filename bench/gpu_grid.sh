@@ -14,6 +14,7 @@ runs=/tmp/grid
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 >"$OUT/gpu.csv" 2>&1 &
 smi=$!
 python3 bench/grid.py --tasks mrpc,cola,sst2 --seeds 1,2,3 --baselines entropy,berxit,static \
+    --variant reinforce=gates.estimator=reinforce,stage3.budget_target=expected,gates.detach_input=true \
     --variant perg=stage3.clip=per_group \
     --variant argmax=gates.sample=false \
     --variant detach=gates.detach_input=true \

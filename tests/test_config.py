@@ -73,3 +73,16 @@ def test_a_run_saved_before_a_setting_existed_still_resumes():
     before = {k: v for k, v in now.items() if k != "method_seed"}  # saved by a version without it
     assert semantic_settings(before) == semantic_settings(now)
     assert semantic_settings({**now, "seed": 4}) != semantic_settings(now)
+
+
+def test_the_score_function_estimator_names_the_settings_it_needs():
+    settings = build_settings(overrides=["gates.estimator=reinforce", "stage3.budget_target=expected"])
+    assert settings.gates.estimator == "reinforce"
+    with pytest.raises(ConfigError, match=r"^gates.estimator=reinforce needs stage3.budget_target=expected"):
+        build_settings(overrides=["gates.estimator=reinforce"])
+    with pytest.raises(ConfigError, match=r"^gates.estimator=reinforce needs sampled decisions"):
+        build_settings(
+            overrides=["gates.estimator=reinforce", "stage3.budget_target=expected", "gates.sample=false"]
+        )
+    with pytest.raises(ConfigError, match=r"setting gates.estimator='rl' is invalid"):
+        build_settings(overrides=["gates.estimator=rl"])

@@ -64,3 +64,36 @@ def test_relative_budget_penalty_measures_the_miss_as_a_fraction_of_the_budget()
     assert losses.budget_penalty(gates, 2, 4) == losses.budget_penalty(gates, 2, 4, form="squared")
     with pytest.raises(ValueError, match="not one of squared, relative"):
         losses.budget_penalty(gates, 2, 4, form="cubic")
+
+
+def test_score_function_surrogate_is_zero_valued_and_lowers_p_run_where_running_costs():
+    probs = torch.full((4, 2), 0.5, requires_grad=True)
+    gates = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 1.0]])
+    row_losses = torch.tensor([2.0, 2.0, 0.0, 0.0])  # the rows that ran layer 1 lost 2; layer 2 is irrelevant
+    surrogate = losses.score_function_surrogate(row_losses, gates, probs)
+    assert surrogate.item() == 0.0  # adds nothing to the logged total
+    surrogate.backward()
+    assert (probs.grad[:, 0] > 0).all()  # a descent step lowers p(run) of layer 1 for every row
+    assert probs.grad[:, 1].sum().item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_score_function_surrogate_is_an_unbiased_gradient_of_the_expected_loss():
+    # loss = c . g + noise with independent gates g_i ~ Bernoulli(p_i): d E[loss] / d p_i = c_i exactly
+    gen = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.3, 0.5, 0.8], requires_grad=True)
+    c = torch.tensor([1.0, -0.5, 0.0])
+    n = 200_000
+    gates = (torch.rand(n, 3, generator=gen) < p.detach()).float()
+    row_losses = gates @ c + 0.3 * torch.randn(n, generator=gen)
+    losses.score_function_surrogate(row_losses, gates, p.expand(n, 3)).backward()
+    torch.testing.assert_close(p.grad, c, atol=0.03, rtol=0.0)
+
+
+def test_per_row_prediction_kd_averages_to_the_batch_term():
+    s, t = torch.randn(6, 3), torch.randn(6, 3)
+    rows = losses.per_row_prediction_kd(s, t, 2.0)
+    assert rows.shape == (6,) and (rows >= 0).all()
+    torch.testing.assert_close(rows.mean(), losses.prediction_kd(s, t, 2.0))
+    torch.testing.assert_close(
+        losses.per_row_prediction_kd(s[:, :1], t[:, :1]).mean(), losses.prediction_kd(s[:, :1], t[:, :1])
+    )

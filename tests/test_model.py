@@ -89,6 +89,17 @@ def test_training_forward_samples_gates_and_gradients_reach_gates_and_layers():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.base_layer.parameters())
 
 
+def test_under_the_score_function_estimator_only_p_run_carries_the_gates_gradient():
+    model = GatedModel(tiny_model("bert")).train()
+    ids, mask = tiny_batch()
+    torch.manual_seed(0)
+    out = model(ids, mask, estimator="reinforce")
+    assert set(out.gates.unique().tolist()) <= {0.0, 1.0} and not out.gates.requires_grad
+    out.logits.pow(2).sum().backward()  # through the layers: nothing reaches a gate
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.gate_parameters())
+    assert out.probs.requires_grad
+
+
 def test_unwrap_gives_the_plain_model_back():
     hf = tiny_model("bert")
     originals = list(hf.bert.encoder.layer)

@@ -8,6 +8,7 @@ import torch
 from conftest import tiny_model
 
 from hadskip.config import GateSettings, Stage1Settings, Stage2Settings, Stage3Settings
+from hadskip.core import losses as losses_module
 from hadskip.core import stages
 from hadskip.core.inference import calibrate_threshold, predict
 from hadskip.core.loop import fit
@@ -33,12 +34,13 @@ def _moved(before, model):
     return {n: not torch.equal(t, now[n].detach()) for n, (t, _) in before.items()}
 
 
-def test_stage2_changes_only_gate_parameters():
+@pytest.mark.parametrize("estimator", ["reinmax", "reinforce"])
+def test_stage2_changes_only_gate_parameters(estimator):
     model = GatedModel(tiny_model("bert")).to("cpu")
     before = _snapshot(model)
     fit(
         model,
-        stages.stage2(Stage2Settings(batch_size=8, max_steps=3), GateSettings()),
+        stages.stage2(Stage2Settings(batch_size=8, max_steps=3), GateSettings(estimator=estimator)),
         _data(),
         Runtime(),
         seed=0,
@@ -145,6 +147,28 @@ def test_a_detached_gate_input_keeps_the_budget_gradient_out_of_the_backbone(det
     gates = sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None)
     assert gates > 0
     assert (backbone == 0) if detach else (backbone > 0)
+
+
+def test_the_score_function_estimator_moves_the_gates_by_each_rows_loss_against_the_batch(monkeypatch):
+    torch.manual_seed(0)
+    model = GatedModel(tiny_model("bert")).train()
+    teacher = GatedModel(tiny_model("bert")).eval()
+    seen = {}
+    real = losses_module.score_function_surrogate
+
+    def spy(row_losses, gates, probs):
+        seen["rows"] = row_losses
+        return real(row_losses, gates, probs)
+
+    monkeypatch.setattr(losses_module, "score_function_surrogate", spy)
+    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0.0, budget_target="expected")
+    gates = GateSettings(estimator="reinforce", detach_input=True)
+    terms = stages.stage3(settings, gates, teacher, 2.0).loss(model, _budget_only_batch(), 0)
+    # the reward is each row's task + prediction-distillation loss; with beta = 0 only it moves the gates
+    torch.testing.assert_close(seen["rows"].mean(), terms["task"] + terms["kd_pred"])
+    terms["total"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None) > 0
+    torch.testing.assert_close(terms["total"], terms["task"] + terms["kd_pred"])
 
 
 @pytest.mark.parametrize("target", ["expected", "sampled"])

@@ -23,12 +23,7 @@ def prediction_kd(
 
     Scaled by T^2 so its gradient magnitude does not shrink with the temperature (Hinton et al., 2015).
     """
-    if student_logits.shape[-1] == 1:
-        return F.mse_loss(student_logits.float(), teacher_logits.float())
-    t = temperature
-    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * (t * t)
+    return per_row_prediction_kd(student_logits, teacher_logits, temperature).mean()
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
@@ -89,6 +84,41 @@ def per_row_task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     if logits.shape[-1] == 1:
         return (logits.squeeze(-1).float() - labels.float()).pow(2)
     return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def per_row_prediction_kd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """(B,) `prediction_kd` of each row: T^2 * KL(teacher || student), or the squared score difference."""
+    if student_logits.shape[-1] == 1:
+        return (student_logits.float() - teacher_logits.float()).pow(2).squeeze(-1)
+    t = temperature
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * (t * t)
+
+
+def score_function_surrogate(
+    row_losses: torch.Tensor, gates: torch.Tensor, probs: torch.Tensor
+) -> torch.Tensor:
+    """REINFORCE (the estimator BlockDrop trains its skipping policy with) for sampled gate decisions: a scalar
+    whose gradient w.r.t. p(run) is an unbiased estimate of the gradient of the expected loss,
+    E[(loss - b) * grad log pi(g)], b the mean loss of the batch's other rows (leave-one-out baseline).
+
+    row_losses (B,), the loss each row's sampled route gave (no gradient flows into it); gates (B, L) the 0/1
+    decisions taken; probs (B, L) p(run) of each gate. A route whose rows lose more than the rest of the batch
+    has its decisions made less likely; its value is zero, only its gradient counts.
+    """
+    r = row_losses.detach().float()
+    n = r.shape[0]
+    if n < 2:
+        return probs.sum() * 0.0
+    advantage = r - (r.sum() - r) / (n - 1)
+    p = probs.float().clamp(1e-6, 1.0 - 1e-6)
+    g = gates.detach().float()
+    log_pi = (g * p.log() + (1.0 - g) * (1.0 - p).log()).sum(-1)  # (B,)
+    surrogate = (advantage * log_pi).mean()
+    return surrogate - surrogate.detach()
 
 
 def exit_task_losses(exit_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

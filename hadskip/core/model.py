@@ -7,7 +7,9 @@ originals back.
 
 Modes of a forward pass:
 - training: every layer runs on the whole batch, the gate value is ReinMax's (a sampled decision, or the
-  argmax with `sample=False`), and the output is the mixture above, so gradients reach gate and layer;
+  argmax with `sample=False`), and the output is the mixture above, so gradients reach gate and layer; with
+  `estimator="reinforce"` the gate value is the bare sample (no gradient through it) and the gates learn from
+  p(run) alone (`hadskip.core.losses.score_function_surrogate`);
 - deterministic (eval, inference): p(run) > threshold decides, and a layer runs only on the sequences
   whose gate is open (gather -> layer -> scatter), so skipping saves real time in a batch;
 - open: every gate open (the teacher, and the "all gates open == unwrapped model" contract);
@@ -62,6 +64,7 @@ class RoutingState:
         self.controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None
         self.sample = True  # training: ReinMax on a sampled decision; False: on the argmax decision
         self.tau = 1.0
+        self.estimator = "reinmax"  # training: "reinforce" records the sampled decision without a gradient
         self.detach_input = False  # training: the gate reads the previous layer's states detached
         self.threshold = 0.5  # deterministic decision: run iff p(run) > threshold
         self.route = True  # False: compute every layer on the whole batch and mix (reference path)
@@ -214,7 +217,10 @@ class GatedLayer(nn.Module):
                 one_hot = (
                     sample_one_hot(logits) if state.sample else F.one_hot(run.long(), 2).to(logits.dtype)
                 )
-                gate = reinmax(logits, one_hot, state.tau)[:, RUN].to(h.dtype)  # (B,), value 0/1
+                if state.estimator == "reinforce":  # score function: the gradient reaches p(run) only
+                    gate = one_hot[:, RUN].to(h.dtype)
+                else:
+                    gate = reinmax(logits, one_hot, state.tau)[:, RUN].to(h.dtype)  # (B,), value 0/1
                 f = self._call_base(h, args, kwargs)
                 out = h + gate[:, None, None] * (f - h)
             elif state.route:
@@ -410,6 +416,7 @@ class GatedModel(nn.Module):
         route: bool = True,
         threshold: float | None = None,
         tau: float = 1.0,
+        estimator: str = "reinmax",
         controller: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
         detach_gate_input: bool = False,
         return_probs: bool = False,
@@ -427,6 +434,7 @@ class GatedModel(nn.Module):
             state.mode = "gated"
         state.forced, state.controller = forced_gates, controller
         state.sample, state.route, state.tau = sample, route, tau
+        state.estimator = estimator
         state.detach_input = detach_gate_input
         state.return_probs = return_probs
         state.threshold = self.threshold if threshold is None else threshold

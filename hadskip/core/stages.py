@@ -16,7 +16,7 @@ import torch
 from hadskip.config import GateSettings, Stage1Settings, Stage2Settings, Stage3Settings
 from hadskip.core import losses
 from hadskip.core.loop import Stage
-from hadskip.core.model import GatedModel
+from hadskip.core.model import GatedModel, GatedOutput
 from hadskip.core.schedule import steps_for
 
 Batch = dict[str, torch.Tensor]
@@ -48,11 +48,35 @@ def stage1_loss(model: GatedModel, batch: Batch, step: int) -> dict[str, torch.T
     return {"total": task, "task": task}
 
 
+def _gate_forward(gates: GateSettings, model: GatedModel, batch: Batch, **record: bool):
+    """The student's training forward pass with the gates' decision settings."""
+    return model(
+        **_inputs(batch),
+        **record,
+        tau=gates.tau,
+        sample=gates.sample,
+        estimator=gates.estimator,
+        detach_gate_input=gates.detach_input,
+    )
+
+
+def _with_policy(
+    gates: GateSettings, terms: dict[str, torch.Tensor], row_losses: torch.Tensor, out: GatedOutput
+) -> None:
+    """Under the score-function estimator, add its surrogate (value 0) so `row_losses` move the gates."""
+    if gates.estimator == "reinforce":
+        terms["total"] = terms["total"] + losses.score_function_surrogate(row_losses, out.gates, out.probs)
+
+
 def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
     """The gates alone learn to serve the task (no budget yet)."""
-    out = model(**_inputs(batch), tau=gates.tau, sample=gates.sample, detach_gate_input=gates.detach_input)
-    task = losses.task_loss(out.logits, batch["labels"])
-    return {"total": task, "task": task, "layers": out.gates.detach().sum(1).mean()}
+    out = _gate_forward(gates, model, batch)
+    rows = losses.per_row_task_loss(out.logits, batch["labels"])
+    task = rows.mean()
+    terms = {"total": task, "task": task}
+    _with_policy(gates, terms, rows, out)
+    terms["layers"] = out.gates.detach().sum(1).mean()
+    return terms
 
 
 def stage3_loss(
@@ -78,18 +102,14 @@ def stage3_loss(
         with torch.no_grad():
             t = teacher(**inputs, open_gates=True, record_hidden=need_hidden, record_attn=need_attn)
         t_logits = t.logits
-    out = model(
-        **inputs,
-        record_hidden=need_hidden,
-        record_attn=need_attn,
-        tau=gates.tau,
-        sample=gates.sample,
-        detach_gate_input=gates.detach_input,
-    )
+    out = _gate_forward(gates, model, batch, record_hidden=need_hidden, record_attn=need_attn)
     mask = batch["attention_mask"]
-    terms = {"task": losses.task_loss(out.logits, labels)}
+    rows = losses.per_row_task_loss(out.logits, labels)
+    terms = {"task": rows.mean()}
     if settings.alpha_pred > 0:
-        terms["kd_pred"] = losses.prediction_kd(out.logits, t_logits, settings.kd_temperature)
+        kd_rows = losses.per_row_prediction_kd(out.logits, t_logits, settings.kd_temperature)
+        terms["kd_pred"] = kd_rows.mean()
+        rows = rows + settings.alpha_pred * kd_rows
     if settings.alpha_hidden > 0:
         terms["kd_hidden"] = losses.hidden_kd(out.trace.hidden, t.trace.hidden, mask)
     if need_attn:
@@ -108,6 +128,9 @@ def stage3_loss(
         "budget": settings.beta,
     }
     terms["total"] = sum(weights[k] * v for k, v in terms.items())
+    # the score-function estimator's reward: each row's task + prediction-distillation loss (the feature
+    # terms are per-batch averages over tokens and layers, and off by default)
+    _with_policy(gates, terms, rows, out)
     terms["layers"] = out.gates.detach().sum(1).mean()
     return terms
 
