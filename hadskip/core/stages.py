@@ -60,12 +60,12 @@ def _gate_forward(gates: GateSettings, model: GatedModel, batch: Batch, **record
     )
 
 
-def _with_policy(
-    gates: GateSettings, terms: dict[str, torch.Tensor], row_losses: torch.Tensor, out: GatedOutput
-) -> None:
-    """Under the score-function estimator, add its surrogate (value 0) so `row_losses` move the gates."""
-    if gates.estimator == "reinforce":
-        terms["total"] = terms["total"] + losses.score_function_surrogate(row_losses, out.gates, out.probs)
+def _policy_term(gates: GateSettings, row_losses: torch.Tensor, out: GatedOutput) -> torch.Tensor | float:
+    """Under the score-function estimator, its surrogate (value 0) through which `row_losses` move the gates;
+    under ReinMax nothing (the task's gradient reaches the gates through the decisions themselves)."""
+    if gates.estimator != "reinforce":
+        return 0.0
+    return losses.score_function_surrogate(row_losses, out.gates, out.probs)
 
 
 def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
@@ -73,10 +73,8 @@ def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int)
     out = _gate_forward(gates, model, batch)
     rows = losses.per_row_task_loss(out.logits, batch["labels"])
     task = rows.mean()
-    terms = {"total": task, "task": task}
-    _with_policy(gates, terms, rows, out)
-    terms["layers"] = out.gates.detach().sum(1).mean()
-    return terms
+    total = task + _policy_term(gates, rows, out)
+    return {"total": total, "task": task, "layers": out.gates.detach().sum(1).mean()}
 
 
 def stage3_loss(
@@ -127,10 +125,9 @@ def stage3_loss(
         "kd_emb": settings.alpha_emb,
         "budget": settings.beta,
     }
-    terms["total"] = sum(weights[k] * v for k, v in terms.items())
     # the score-function estimator's reward: each row's task + prediction-distillation loss (the feature
     # terms are per-batch averages over tokens and layers, and off by default)
-    _with_policy(gates, terms, rows, out)
+    terms["total"] = sum(weights[k] * v for k, v in terms.items()) + _policy_term(gates, rows, out)
     terms["layers"] = out.gates.detach().sum(1).mean()
     return terms
 
