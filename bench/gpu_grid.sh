@@ -2,7 +2,8 @@
 # Issue 11's comparison and ablation on one lent GPU, in one call of at most 10 minutes (bench/grid.py):
 # HadSkip's defaults, entropy exit, BERxiT and static truncation on MRPC, CoLA and SST-2 (4,000 training rows)
 # at seeds 1-3, then one HadSkip variant after another from the defaults, until DEADLINE seconds (first run
-# 2026-12-04, README "On a GPU"; the order is what that run left unmeasured first). Run on the
+# 2026-12-04, README "On a GPU"; first now: `reinmax`, the ReinMax defaults the score-function estimator
+# replaced on CPU evidence, which a GPU has not yet compared at three seeds). Run on the
 # device machine after `source .carry/setup.sh` (../shared/device/prepare.sh fills .carry). Writes under OUT
 # (default: a temp folder): table.txt, grid.log, gpu.csv (utilisation every 15 s), grid.tgz (every run's
 # results.parquet, config.json and log; no checkpoints, no stage I cache).
@@ -14,13 +15,10 @@ runs=/tmp/grid
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 >"$OUT/gpu.csv" 2>&1 &
 smi=$!
 python3 bench/grid.py --tasks mrpc,cola,sst2 --seeds 1,2,3 --baselines entropy,berxit,static \
-    --variant reinforce=gates.estimator=reinforce,stage3.budget_target=expected,gates.detach_input=true \
+    --variant reinmax=gates.estimator=reinmax,stage3.budget_target=sampled,gates.detach_input=false \
     --variant perg=stage3.clip=per_group \
-    --variant argmax=gates.sample=false \
-    --variant detach=gates.detach_input=true \
-    --variant expected=stage3.budget_target=expected \
+    --variant attached=gates.detach_input=false \
     --variant routes=stage3.route_finetune_steps=100 \
-    --variant detexp=gates.detach_input=true,stage3.budget_target=expected \
     --variant drop=stage3.student_dropout=true \
     --variant feat=stage3.alpha_hidden=1,stage3.alpha_attn=1,stage3.alpha_emb=1 \
     --parallel "$PARALLEL" --deadline "$DEADLINE" --out "$runs" -- \

@@ -13,7 +13,7 @@ best baseline, a variant minus `hadskip`), a win or a loss where a two-sided pai
 
     python bench/methods.py --tasks cola,mrpc,sst2 --seeds 1,2,3 --set-for sst2:data.train_limit=8000
     python bench/methods.py --tasks sst2 --methods hadskip,static --seeds 1,2 \\
-        --variant detach=gates.detach_input=true,stage3.budget_target=expected      # an ablation row
+        --variant reinmax=gates.estimator=reinmax,stage3.budget_target=sampled      # an ablation row
 
 Seeds run in parallel as separate processes (one per core, each with its own --out and a shared
 --cache-dir) make one table afterwards, without training anything:

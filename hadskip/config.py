@@ -55,21 +55,24 @@ class GateSettings(Settings):
     # implementation does; False takes the deterministic decision p(run) > 0.5 that inference uses
     # (Algorithm 1's D = One_Hot(pi_0)), so training sees the routes the deployed model takes.
     sample: bool = True
-    # How the task's gradient reaches the gates. "reinmax" (appendix C): through the sampled decision, a
-    # first-order estimate of what flipping it would cost. On MRPC it rated skipping layer 2 of the fine-tuned
-    # MiniLM-L6 as cheap (the gates dropped it for 91% of pairs at 5 layers) where skipping it for every pair
-    # drops dev F1 from 0.845 to 0.12 and skipping layer 4 costs 0.002. "reinforce": the score-function
-    # estimator (as BlockDrop trains its policy): the loss each row's sampled route actually gave, against the
-    # rest of the batch, moves p(run); unbiased, noisier. Needs sampled decisions and the budget penalty on
-    # p(run) (`stage3.budget_target="expected"`): the decisions themselves then carry no gradient. Measured on
-    # the CPU (README, "Why HadSkip trails on MRPC"): MRPC at 4.5 layers 0.840 +- 0.007 against 0.827 +- 0.018
-    # (3 seeds, higher in each), but on SST-2 at 4.5 lower in each seed (a tie), so not the default yet.
-    estimator: Literal["reinmax", "reinforce"] = "reinmax"
+    # How the task's gradient reaches the gates. "reinmax" (appendix C, the paper's): through the sampled
+    # decision, a first-order estimate of what flipping it would cost. On MRPC it rated skipping layer 2 of the
+    # fine-tuned MiniLM-L6 as cheap (the gates dropped it for 91% of pairs at 5 layers) where skipping it for
+    # every pair drops dev F1 from 0.845 to 0.12 and skipping layer 4 costs 0.002. "reinforce": the
+    # score-function estimator (as BlockDrop trains its policy): the loss each row's sampled route actually
+    # gave, against the rest of the batch, moves p(run); unbiased, noisier. Needs sampled decisions and the
+    # budget penalty on p(run) (`stage3.budget_target="expected"`): the decisions themselves then carry no
+    # gradient. The default since it was measured on the CPU over three seeds per task (README, "The
+    # score-function estimator is the default"): higher than ReinMax in every seed on MRPC at 4.5 and on CoLA
+    # at 3 layers, ties elsewhere; the paper's recipe is `gates.estimator=reinmax
+    # stage3.budget_target=sampled gates.detach_input=false`.
+    estimator: Literal["reinmax", "reinforce"] = "reinforce"
     # The gate reads the previous layer's states detached: the budget penalty's (and the task's) gradient
     # through the gate logits then stops at the gate instead of flowing through the pooled input into every
     # earlier layer (measured: the budget term's backbone gradient norm was 8.35 against 1.13 from task + KD
     # on MiniLM-L6 / CoLA, cosine 0.05 with the task gradient). The gate still follows the backbone's states.
-    detach_input: bool = False
+    # On with the score-function estimator (measured together); off in the paper.
+    detach_input: bool = True
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
     # every later layer is skipped): logit(run) += w * (u - 1/2), w this fixed value (the MLP learns). The
@@ -163,8 +166,9 @@ class Stage3Settings(OptimSettings):
     calibration_rows: int = Field(1024, ge=1)
     # What the budget penalty averages: "sampled", the ReinMax gate values of the forward pass (Eq. 3; 0/1
     # samples, noisy: one batch's executed layers swing 4.1-4.8 at p(run) 0.75); "expected", p(run), the
-    # expected executed layers (smooth, and the same quantity the budget is defined on).
-    budget_target: Literal["sampled", "expected"] = "sampled"
+    # expected executed layers (smooth, and the same quantity the budget is defined on; the only one the
+    # score-function estimator can move the gates by).
+    budget_target: Literal["sampled", "expected"] = "expected"
     # Form of the penalty (hadskip.core.losses.budget_penalty): "squared", (mean - k/L)^2 (Eq. 3); "relative",
     # ((mean - k/L) / (k/L))^2, the miss as a fraction of the budget, so a 10% miss costs the same at k = 1.5
     # as at k = 4.5 (with "squared" it costs 9x less at 1.5 of 6 layers than at 4.5).
@@ -236,8 +240,8 @@ class RunSettings(Settings):
                 )
             if self.stage3.budget_target != "expected":
                 raise ValueError(
-                    "gates.estimator=reinforce needs stage3.budget_target=expected: sampled decisions carry no "
-                    "gradient under it, so a penalty on them could not move the gates"
+                    "gates.estimator=reinforce needs stage3.budget_target=expected (or gates.estimator=reinmax): "
+                    "sampled decisions carry no gradient under it, so a penalty on them could not move the gates"
                 )
         return self
 
@@ -271,6 +275,27 @@ RENAMED: dict[str, str] = {
     "stage3.gate_tau": "gates.tau",
     "stage3.sample_gates": "gates.sample",
 }
+
+
+# Settings added since the first runs, with the value that reproduces what a run saved before them computed.
+# Each was added with that value as its default; `gates.estimator`, `gates.detach_input` and
+# `stage3.budget_target` have had other defaults since, so a saved run that lacks them did not use those.
+ADDED: dict[str, Any] = {
+    "gates.estimator": "reinmax",
+    "gates.detach_input": False,
+    "stage3.budget_target": "sampled",
+}
+
+
+def migrate_saved(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved settings (config.json, a complete dump) as the current version reads them: renamed keys
+    moved, and every setting added since set to what the run computed without it (a copy)."""
+    data = migrate(data)
+    for added, value in ADDED.items():
+        group, key = added.split(".")
+        if isinstance(data.get(group), dict):
+            data[group].setdefault(key, value)
+    return data
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,9 @@ def test_every_key_is_reachable():
 
 def test_renamed_settings_migrate_from_files_and_name_their_new_key_on_the_command_line():
     old = {"model": {"gate_pooling": "first", "gate_hidden_size": 8}, "stage3": {"sample_gates": False}}
-    settings = build_settings(old)
+    with pytest.raises(ConfigError, match=r"^gates.estimator=reinforce needs sampled decisions"):
+        build_settings(old)  # the moved key is read: argmax decisions need the paper's estimator
+    settings = build_settings({**old, "gates": {"estimator": "reinmax"}})
     assert settings.gates.pooling == "first" and settings.gates.hidden_size == 8 and not settings.gates.sample
     with pytest.raises(ConfigError, match=r"'stage3.gate_tau' was renamed to 'gates.tau'"):
         build_settings(overrides=["stage3.gate_tau=2"])
@@ -75,14 +77,33 @@ def test_a_run_saved_before_a_setting_existed_still_resumes():
     assert semantic_settings({**now, "seed": 4}) != semantic_settings(now)
 
 
+def test_a_run_saved_before_the_estimator_existed_resumes_as_the_reinmax_run_it_was():
+    from hadskip.run.run_dir import semantic_settings
+
+    now = json.loads(build_settings({}, ["seed=3"]).model_dump_json())
+    assert now["gates"]["estimator"] == "reinforce" and now["stage3"]["budget_target"] == "expected"
+    before = json.loads(json.dumps(now))
+    for group, key in (("gates", "estimator"), ("gates", "detach_input"), ("stage3", "budget_target")):
+        del before[group][key]  # saved by a version without these settings
+    paper = ["seed=3", "gates.estimator=reinmax", "gates.detach_input=false", "stage3.budget_target=sampled"]
+    reinmax = json.loads(build_settings({}, paper).model_dump_json())
+    assert semantic_settings(before) == semantic_settings(reinmax)
+    assert semantic_settings(before) != semantic_settings(now)  # today's defaults would train another model
+
+
 def test_the_score_function_estimator_names_the_settings_it_needs():
-    settings = build_settings(overrides=["gates.estimator=reinforce", "stage3.budget_target=expected"])
-    assert settings.gates.estimator == "reinforce"
-    with pytest.raises(ConfigError, match=r"^gates.estimator=reinforce needs stage3.budget_target=expected"):
-        build_settings(overrides=["gates.estimator=reinforce"])
+    settings = build_settings()
+    assert settings.gates.estimator == "reinforce" and settings.stage3.budget_target == "expected"
+    with pytest.raises(
+        ConfigError,
+        match=r"^gates.estimator=reinforce needs stage3.budget_target=expected \(or gates.estimator=reinmax\)",
+    ):
+        build_settings(overrides=["stage3.budget_target=sampled"])
     with pytest.raises(ConfigError, match=r"^gates.estimator=reinforce needs sampled decisions"):
-        build_settings(
-            overrides=["gates.estimator=reinforce", "stage3.budget_target=expected", "gates.sample=false"]
-        )
+        build_settings(overrides=["gates.sample=false"])
+    paper = build_settings(
+        overrides=["gates.estimator=reinmax", "stage3.budget_target=sampled", "gates.sample=false"]
+    )
+    assert paper.gates.estimator == "reinmax" and not paper.gates.sample
     with pytest.raises(ConfigError, match=r"setting gates.estimator='rl' is invalid"):
         build_settings(overrides=["gates.estimator=rl"])

@@ -141,7 +141,7 @@ def test_a_detached_gate_input_keeps_the_budget_gradient_out_of_the_backbone(det
     settings = Stage3Settings(
         alpha_pred=0, alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=1.0, budget_target=target
     )
-    stage = stages.stage3(settings, GateSettings(detach_input=detach), teacher, 1.0)
+    stage = stages.stage3(settings, GateSettings(estimator="reinmax", detach_input=detach), teacher, 1.0)
     stage.loss(model, _budget_only_batch(), 0)["budget"].backward()
     backbone = sum(float(p.grad.abs().sum()) for p in model.backbone_parameters() if p.grad is not None)
     gates = sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None)
@@ -186,7 +186,8 @@ def test_the_budget_penalty_reads_p_run_or_the_sampled_gates(target, monkeypatch
     settings = Stage3Settings(
         alpha_hidden=0, alpha_attn=0, alpha_emb=0, budget_target=target, budget_loss="relative"
     )
-    terms = stages.stage3(settings, GateSettings(), teacher, 2.0).loss(model, _budget_only_batch(), 0)
+    gates = GateSettings(estimator="reinmax")
+    terms = stages.stage3(settings, gates, teacher, 2.0).loss(model, _budget_only_batch(), 0)
     out = seen["out"]  # the student's forward (the teacher's runs first)
     assert out.probs is not None and out.probs.requires_grad  # training records p(run) too
     usage = out.probs if target == "expected" else out.gates
@@ -276,13 +277,15 @@ def test_cached_teacher_logits_give_the_same_prediction_distillation_without_a_t
     model = GatedModel(tiny_model("bert")).eval()
     data = _data(n=24)
     cached = torch.from_numpy(predict(teacher, data, Runtime(), open_gates=True).logits)
-    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0)
+    # eval mode and argmax gates for a deterministic pair of passes (ReinMax: argmax needs it)
+    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, budget_target="sampled")
+    gates = GateSettings(sample=False, estimator="reinmax")
     idx, batch = next(iterate(data, batch_indices(data.lengths, 8, shuffle=True, seed=3), "cpu"))
     torch.manual_seed(0)
-    live = stages.stage3(settings, GateSettings(sample=False), teacher, 2.0).loss(model, batch, 0)
+    live = stages.stage3(settings, gates, teacher, 2.0).loss(model, batch, 0)
     calls = []
     monkeypatch.setattr(teacher, "forward", lambda *a, **k: calls.append(1))
-    stage = stages.stage3(settings, GateSettings(sample=False), teacher, 2.0, cached)
+    stage = stages.stage3(settings, gates, teacher, 2.0, cached)
     assert stage.with_rows
     torch.manual_seed(0)
     from_cache = stage.loss(model, {**batch, "rows": torch.as_tensor(idx)}, 0)

@@ -24,7 +24,7 @@ import numpy as np
 
 from hadskip.baselines.exit_model import ExitModel, exit_scores
 from hadskip.checkpoint import load
-from hadskip.config import RunSettings, build_settings, migrate
+from hadskip.config import RunSettings, build_settings, migrate_saved
 from hadskip.core.model import META_FILE, GatedModel
 from hadskip.core.runtime import Runtime
 from hadskip.core.speed import device_name, measure_latency
@@ -77,7 +77,7 @@ def checkpoint_settings(path: str | Path, task: str, method: str) -> RunSettings
     base: dict = {}
     config = path.parent.parent / "config.json"
     try:
-        base = migrate(json.loads(config.read_text())) if config.is_file() else {}
+        base = migrate_saved(json.loads(config.read_text())) if config.is_file() else {}
     except (OSError, ValueError):
         base = {}
     overrides = [f"data.task={json.dumps(task)}", f"method={json.dumps(method)}"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hadskip import storage
-from hadskip.config import RunSettings, migrate
+from hadskip.config import RunSettings, migrate_saved
 from hadskip.core.model import GatedModel
 from hadskip.errors import ConfigError
 from hadskip.results.schema import new_run_id
@@ -35,9 +35,10 @@ def checkpoint_rel(budget: float) -> str:
 
 def semantic_settings(settings: dict) -> dict:
     """Settings that change what a run computes (thread counts and batch sizes of evaluation do not); old
-    key names are migrated and settings added since take their defaults, so a run started before a rename
-    or a new setting still resumes."""
-    settings = migrate(settings)
+    key names are migrated and settings added since take the value the run computed with
+    (`config.ADDED`), so a run started before a rename or a new setting still resumes, and one started
+    under other defaults is refused."""
+    settings = migrate_saved(settings)
     # invalid ones are compared as saved: they differ from any valid settings, and the resume is refused
     with contextlib.suppress(ValidationError):
         settings = RunSettings.model_validate(settings).model_dump(mode="json")
