@@ -277,7 +277,7 @@ def test_cached_teacher_logits_give_the_same_prediction_distillation_without_a_t
     model = GatedModel(tiny_model("bert")).eval()
     data = _data(n=24)
     cached = torch.from_numpy(predict(teacher, data, Runtime(), open_gates=True).logits)
-    # eval mode and argmax gates for a deterministic pair of passes (ReinMax: argmax needs it)
+    # eval mode and argmax gates for a deterministic pair of passes (argmax decisions need ReinMax)
     settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, budget_target="sampled")
     gates = GateSettings(sample=False, estimator="reinmax")
     idx, batch = next(iterate(data, batch_indices(data.lengths, 8, shuffle=True, seed=3), "cpu"))
