@@ -73,6 +73,11 @@ class GateSettings(Settings):
     # on MiniLM-L6 / CoLA, cosine 0.05 with the task gradient). The gate still follows the backbone's states.
     # On with the score-function estimator (measured together); off in the paper.
     detach_input: bool = True
+    # What the score-function estimator measures each row's sampled route against. "batch": the mean loss of
+    # the batch's other rows, so a hard row's every decision looks costly and an easy row's cheap, whatever
+    # the route. "greedy": the same row's loss on the route the gates would take deterministically (p(run) >
+    # 0.5, no gradient, one extra routed forward pass a step), so only what the route changed counts.
+    baseline: Literal["batch", "greedy"] = "batch"
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
     # every later layer is skipped): logit(run) += w * (u - 1/2), w this fixed value (the MLP learns). The
@@ -243,6 +248,11 @@ class RunSettings(Settings):
                     "gates.estimator=reinforce needs stage3.budget_target=expected (or gates.estimator=reinmax): "
                     "sampled decisions carry no gradient under it, so a penalty on them could not move the gates"
                 )
+        elif self.gates.baseline != "batch":
+            raise ValueError(
+                f"gates.baseline={self.gates.baseline} is a baseline of the score-function estimator: set "
+                "gates.estimator=reinforce (or gates.baseline=batch)"
+            )
         return self
 
     @field_validator("budgets")
@@ -284,6 +294,7 @@ ADDED: dict[str, Any] = {
     "gates.estimator": "reinmax",
     "gates.detach_input": False,
     "stage3.budget_target": "sampled",
+    "gates.baseline": "batch",
 }
 
 

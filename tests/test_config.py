@@ -107,3 +107,10 @@ def test_the_score_function_estimator_names_the_settings_it_needs():
     assert paper.gates.estimator == "reinmax" and not paper.gates.sample
     with pytest.raises(ConfigError, match=r"setting gates.estimator='rl' is invalid"):
         build_settings(overrides=["gates.estimator=rl"])
+    with pytest.raises(
+        ConfigError, match=r"^gates.baseline=greedy is a baseline of the score-function estimator"
+    ):
+        build_settings(
+            overrides=["gates.estimator=reinmax", "stage3.budget_target=sampled", "gates.baseline=greedy"]
+        )
+    assert build_settings(overrides=["gates.baseline=greedy"]).gates.baseline == "greedy"

@@ -89,6 +89,24 @@ def test_score_function_surrogate_is_an_unbiased_gradient_of_the_expected_loss()
     torch.testing.assert_close(p.grad, c, atol=0.03, rtol=0.0)
 
 
+def test_a_per_row_baseline_leaves_only_what_the_route_changed():
+    probs = torch.full((3, 2), 0.5, requires_grad=True)
+    gates = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # a hard row (loss 5) whose route cost nothing against its baseline, an easy one whose route cost 1
+    row_losses = torch.tensor([5.0, 1.0, 3.0])
+    baseline = torch.tensor([5.0, 0.0, 3.0])
+    losses.score_function_surrogate(row_losses, gates, probs, baseline).backward()
+    assert probs.grad[0].abs().sum().item() == 0.0  # the hard row says nothing about its route
+    assert probs.grad[2].abs().sum().item() == 0.0
+    assert (
+        probs.grad[1, 0] > 0 and probs.grad[1, 1] < 0
+    )  # less of the layer it ran, more of the one it skipped
+    # the batch baseline instead blames the hard row's route for the row's difficulty
+    batch = torch.full((3, 2), 0.5, requires_grad=True)
+    losses.score_function_surrogate(row_losses, gates, batch).backward()
+    assert batch.grad[0, 0] > 0 and batch.grad[1, 0] < 0
+
+
 def test_per_row_prediction_kd_averages_to_the_batch_term():
     s, t = torch.randn(6, 3), torch.randn(6, 3)
     rows = losses.per_row_prediction_kd(s, t, 2.0)

@@ -156,9 +156,9 @@ def test_the_score_function_estimator_moves_the_gates_by_each_rows_loss_against_
     seen = {}
     real = losses_module.score_function_surrogate
 
-    def spy(row_losses, gates, probs):
-        seen["rows"] = row_losses
-        return real(row_losses, gates, probs)
+    def spy(row_losses, gates, probs, baseline_losses=None):
+        seen["rows"], seen["baseline"] = row_losses, baseline_losses
+        return real(row_losses, gates, probs, baseline_losses)
 
     monkeypatch.setattr(losses_module, "score_function_surrogate", spy)
     settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0.0, budget_target="expected")
@@ -169,6 +169,39 @@ def test_the_score_function_estimator_moves_the_gates_by_each_rows_loss_against_
     terms["total"].backward()
     assert sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None) > 0
     torch.testing.assert_close(terms["total"], terms["task"] + terms["kd_pred"])
+    assert seen["baseline"] is None  # the batch's other rows
+
+
+def test_the_greedy_baseline_scores_each_row_on_its_deterministic_route(monkeypatch):
+    torch.manual_seed(0)
+    model = GatedModel(tiny_model("bert")).train()
+    teacher = GatedModel(tiny_model("bert")).eval()
+    model.threshold = 0.9  # a calibrated threshold must not leak into the baseline: p(run) > 0.5 decides
+    seen = {}
+    real = losses_module.score_function_surrogate
+
+    def spy(row_losses, gates, probs, baseline_losses=None):
+        seen["baseline"] = baseline_losses
+        return real(row_losses, gates, probs, baseline_losses)
+
+    monkeypatch.setattr(losses_module, "score_function_surrogate", spy)
+    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0.0, alpha_pred=0.5)
+    gates = GateSettings(estimator="reinforce", baseline="greedy")
+    batch = _budget_only_batch()
+    terms = stages.stage3(settings, gates, teacher, 2.0).loss(model, batch, 0)
+    assert model.training and all(m.training for m in model.modules())  # its own modes back
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        model.eval()
+        routes = model(**inputs, threshold=0.5, return_probs=True)
+        forced = model(**inputs, forced_gates=(routes.probs > 0.5).float())
+        t_logits = teacher(**inputs, open_gates=True).logits
+    expected = losses_module.per_row_task_loss(forced.logits, batch["labels"])
+    expected = expected + 0.5 * losses_module.per_row_prediction_kd(forced.logits, t_logits)
+    torch.testing.assert_close(seen["baseline"], expected)
+    assert not seen["baseline"].requires_grad
+    terms["total"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None) > 0
 
 
 @pytest.mark.parametrize("target", ["expected", "sampled"])

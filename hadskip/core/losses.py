@@ -99,21 +99,29 @@ def per_row_prediction_kd(
 
 
 def score_function_surrogate(
-    row_losses: torch.Tensor, gates: torch.Tensor, probs: torch.Tensor
+    row_losses: torch.Tensor,
+    gates: torch.Tensor,
+    probs: torch.Tensor,
+    baseline_losses: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """REINFORCE (the estimator BlockDrop trains its skipping policy with) for sampled gate decisions: a scalar
     whose gradient w.r.t. p(run) is an unbiased estimate of the gradient of the expected loss,
-    E[(loss - b) * grad log pi(g)], b the mean loss of the batch's other rows (leave-one-out baseline).
+    E[(loss - b) * grad log pi(g)]. b is each row's `baseline_losses` when given (the loss the same row gave on
+    another route, e.g. the policy's most likely one: self-critical, BlockDrop's choice), else the mean loss of
+    the batch's other rows (leave-one-out baseline, which leaves every row's own difficulty in its advantage).
 
     row_losses (B,), the loss each row's sampled route gave (no gradient flows into it); gates (B, L) the 0/1
-    decisions taken; probs (B, L) p(run) of each gate. A route whose rows lose more than the rest of the batch
-    has its decisions made less likely; its value is zero, only its gradient counts.
+    decisions taken; probs (B, L) p(run) of each gate. A route that loses more than its baseline has its
+    decisions made less likely; the value is zero, only the gradient counts.
     """
     r = row_losses.detach().float()
     n = r.shape[0]
-    if n < 2:
+    if baseline_losses is not None:
+        advantage = r - baseline_losses.detach().float()
+    elif n < 2:
         return probs.sum() * 0.0
-    advantage = r - (r.sum() - r) / (n - 1)
+    else:
+        advantage = r - (r.sum() - r) / (n - 1)
     p = probs.float().clamp(1e-6, 1.0 - 1e-6)
     g = gates.detach().float()
     log_pi = (g * p.log() + (1.0 - g) * (1.0 - p).log()).sum(-1)  # (B,)

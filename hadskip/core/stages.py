@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -60,20 +61,35 @@ def _gate_forward(gates: GateSettings, model: GatedModel, batch: Batch, **record
     )
 
 
-def _policy_term(gates: GateSettings, row_losses: torch.Tensor, out: GatedOutput) -> torch.Tensor | float:
+def _policy_term(
+    gates: GateSettings,
+    row_losses: torch.Tensor,
+    out: GatedOutput,
+    model: GatedModel,
+    batch: Batch,
+    reward: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor | float:
     """Under the score-function estimator, its surrogate (value 0) through which `row_losses` move the gates;
-    under ReinMax nothing (the task's gradient reaches the gates through the decisions themselves)."""
+    under ReinMax nothing (the task's gradient reaches the gates through the decisions themselves).
+
+    `reward` maps logits to the per-row loss `row_losses` was computed with; with `gates.baseline="greedy"`
+    it scores each row on the route its gates take deterministically (p(run) > 0.5), as the baseline."""
     if gates.estimator != "reinforce":
         return 0.0
-    return losses.score_function_surrogate(row_losses, out.gates, out.probs)
+    baseline = None
+    if gates.baseline == "greedy":
+        with torch.no_grad(), model.eval_mode():
+            baseline = reward(model(**_inputs(batch), threshold=0.5).logits)
+    return losses.score_function_surrogate(row_losses, out.gates, out.probs, baseline)
 
 
 def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
     """The gates alone learn to serve the task (no budget yet)."""
     out = _gate_forward(gates, model, batch)
-    rows = losses.per_row_task_loss(out.logits, batch["labels"])
+    reward = partial(losses.per_row_task_loss, labels=batch["labels"])
+    rows = reward(out.logits)
     task = rows.mean()
-    total = task + _policy_term(gates, rows, out)
+    total = task + _policy_term(gates, rows, out, model, batch, reward)
     return {"total": total, "task": task, "layers": out.gates.detach().sum(1).mean()}
 
 
@@ -102,12 +118,21 @@ def stage3_loss(
         t_logits = t.logits
     out = _gate_forward(gates, model, batch, record_hidden=need_hidden, record_attn=need_attn)
     mask = batch["attention_mask"]
-    rows = losses.per_row_task_loss(out.logits, labels)
-    terms = {"task": rows.mean()}
-    if settings.alpha_pred > 0:
-        kd_rows = losses.per_row_prediction_kd(out.logits, t_logits, settings.kd_temperature)
-        terms["kd_pred"] = kd_rows.mean()
-        rows = rows + settings.alpha_pred * kd_rows
+
+    def row_terms(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B,) task loss and prediction distillation of each row."""
+        terms = {"task": losses.per_row_task_loss(logits, labels)}
+        if settings.alpha_pred > 0:
+            terms["kd_pred"] = losses.per_row_prediction_kd(logits, t_logits, settings.kd_temperature)
+        return terms
+
+    def cost(per_row: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) what each row's route cost: task + weighted prediction distillation (the score-function
+        estimator's reward; the feature terms are per-batch averages, and off by default)."""
+        return per_row["task"] + settings.alpha_pred * per_row.get("kd_pred", 0.0)
+
+    per_row = row_terms(out.logits)
+    terms = {name: values.mean() for name, values in per_row.items()}
     if settings.alpha_hidden > 0:
         terms["kd_hidden"] = losses.hidden_kd(out.trace.hidden, t.trace.hidden, mask)
     if need_attn:
@@ -125,9 +150,8 @@ def stage3_loss(
         "kd_emb": settings.alpha_emb,
         "budget": settings.beta,
     }
-    # the score-function estimator's reward: each row's task + prediction-distillation loss (the feature
-    # terms are per-batch averages over tokens and layers, and off by default)
-    terms["total"] = sum(weights[k] * v for k, v in terms.items()) + _policy_term(gates, rows, out)
+    policy = _policy_term(gates, cost(per_row), out, model, batch, lambda lg: cost(row_terms(lg)))
+    terms["total"] = sum(weights[k] * v for k, v in terms.items()) + policy
     terms["layers"] = out.gates.detach().sum(1).mean()
     return terms
 
