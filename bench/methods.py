@@ -9,7 +9,8 @@ a win or a loss only when it exceeds the seeds' spread (sqrt(sd_a^2 + sd_b^2)); 
 
 Every method of one seed starts from the same stage I model and data, so most of the seed-to-seed spread is
 shared; `paired` compares per seed instead: the mean ± std of the per-seed differences (HadSkip minus the
-best baseline, a variant minus `hadskip`), a win or a loss where a two-sided paired t-test gives p < 0.05.
+best baseline, a variant minus `hadskip` or minus the row named by `--reference`, e.g. 'hadskip[reinforce]'),
+a win or a loss where a two-sided paired t-test gives p < 0.05.
 
     python bench/methods.py --tasks cola,mrpc,sst2 --seeds 1,2,3 --set-for sst2:data.train_limit=8000
     python bench/methods.py --tasks sst2 --methods hadskip,static --seeds 1,2 \\
@@ -146,7 +147,9 @@ def paired(a: pd.Series, b: pd.Series, *, alpha: float = 0.05) -> str:
     return f"{d.mean():+.4f} ± {sd:.4f} ({len(d)}) {call}"
 
 
-def format_table(df: pd.DataFrame, tolerance: float) -> str:
+def format_table(df: pd.DataFrame, tolerance: float, reference: str = "hadskip") -> str:
+    """The comparison table; `reference` is the HadSkip label every other HadSkip row is paired against
+    (where it ran), and itself against the best valid baseline."""
     agg = aggregate(df)
     per_seed = (
         df.drop_duplicates(["task", "label", "budget", "seed"])
@@ -172,10 +175,11 @@ def format_table(df: pd.DataFrame, tolerance: float) -> str:
                 spread = math.sqrt(sum(x**2 for x in (r.sd, best.sd) if x == x))
                 call = "tie" if abs(lead) <= spread or r.n < 2 else ("win" if lead > 0 else "loss")
                 verdict = f"{lead:+.4f} {call} vs {best.label}"
-            # per seed: a variant against the defaults (the ablation's question), HadSkip against the best baseline
+            # per seed: a variant against the reference (the ablation's question), the reference against the best
+            # baseline
             other = None
-            if r.label.startswith("hadskip[") and "hadskip" in set(g.label):
-                other = "hadskip"
+            if r.label.startswith("hadskip") and r.label != reference and reference in set(g.label):
+                other = reference
             elif r.label.startswith("hadskip") and best is not None:
                 other = best.label
             if other:
@@ -227,9 +231,14 @@ def main() -> None:
     p.add_argument(
         "--table", nargs="+", metavar="DIR", help="only print the table of the runs below these --out folders"
     )
+    p.add_argument(
+        "--reference",
+        default="hadskip",
+        help="the HadSkip row the others are paired against, e.g. 'hadskip[reinforce]' (default: hadskip)",
+    )
     args = p.parse_args()
     if args.table:
-        print(format_table(collect(args.table), args.tolerance))
+        print(format_table(collect(args.table), args.tolerance, args.reference))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_transformers()

@@ -57,6 +57,20 @@ def test_table_gives_both_views_and_compares_a_variant_with_the_defaults():
     assert "paired" not in lines["entropy"] and "vs" not in lines["entropy"]
 
 
+def test_a_chosen_reference_row_is_what_the_other_hadskip_rows_are_paired_against():
+    df = pd.DataFrame(
+        _rows("full", 6.0, [0.30, 0.40, 0.50, 0.35], method="full")
+        + _rows("entropy", 3.0, [0.10, 0.20, 0.30, 0.15])
+        + _rows("hadskip", 3.0, [0.12, 0.23, 0.32, 0.18])
+        + _rows("hadskip[new]", 3.0, [0.15, 0.26, 0.35, 0.21])
+    )
+    lines = {
+        line.split()[1]: line for line in methods.format_table(df, 0.25, "hadskip[new]").splitlines()[2:]
+    }
+    assert "(4) win vs entropy" in lines["hadskip[new]"]
+    assert "-0.0300 ± 0.0000 (4) loss vs hadskip[new]" in lines["hadskip"]
+
+
 def test_an_over_budget_baseline_is_not_the_one_compared():
     df = pd.DataFrame(
         _rows("full", 6.0, [0.3, 0.4], method="full")
