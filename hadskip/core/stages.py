@@ -67,29 +67,29 @@ def _policy_term(
     out: GatedOutput,
     model: GatedModel,
     batch: Batch,
-    reward: Callable[[torch.Tensor], torch.Tensor],
+    row_cost: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor | float:
     """Under the score-function estimator, its surrogate (value 0) through which `row_losses` move the gates;
     under ReinMax nothing (the task's gradient reaches the gates through the decisions themselves).
 
-    `reward` maps logits to the per-row loss `row_losses` was computed with; with `gates.baseline="greedy"`
+    `row_cost` maps logits to the per-row loss `row_losses` was computed with; with `gates.baseline="greedy"`
     it scores each row on the route its gates take deterministically (p(run) > 0.5), as the baseline."""
     if gates.estimator != "reinforce":
         return 0.0
     baseline = None
     if gates.baseline == "greedy":
         with torch.no_grad(), model.eval_mode():
-            baseline = reward(model(**_inputs(batch), threshold=0.5).logits)
+            baseline = row_cost(model(**_inputs(batch), threshold=0.5).logits)
     return losses.score_function_surrogate(row_losses, out.gates, out.probs, baseline)
 
 
 def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
     """The gates alone learn to serve the task (no budget yet)."""
     out = _gate_forward(gates, model, batch)
-    reward = partial(losses.per_row_task_loss, labels=batch["labels"])
-    rows = reward(out.logits)
+    row_cost = partial(losses.per_row_task_loss, labels=batch["labels"])
+    rows = row_cost(out.logits)
     task = rows.mean()
-    total = task + _policy_term(gates, rows, out, model, batch, reward)
+    total = task + _policy_term(gates, rows, out, model, batch, row_cost)
     return {"total": total, "task": task, "layers": out.gates.detach().sum(1).mean()}
 
 
@@ -128,7 +128,7 @@ def stage3_loss(
 
     def cost(per_row: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,) what each row's route cost: task + weighted prediction distillation (the score-function
-        estimator's reward; the feature terms are per-batch averages, and off by default)."""
+        estimator's signal; the feature terms are per-batch averages, and off by default)."""
         return per_row["task"] + settings.alpha_pred * per_row.get("kd_pred", 0.0)
 
     per_row = row_terms(out.logits)
