@@ -149,10 +149,8 @@ def test_a_detached_gate_input_keeps_the_budget_gradient_out_of_the_backbone(det
     assert (backbone == 0) if detach else (backbone > 0)
 
 
-def test_the_score_function_estimator_moves_the_gates_by_each_rows_loss_against_the_batch(monkeypatch):
-    torch.manual_seed(0)
-    model = GatedModel(tiny_model("bert")).train()
-    teacher = GatedModel(tiny_model("bert")).eval()
+def _spy_on_the_surrogate(monkeypatch) -> dict:
+    """What the score-function surrogate is called with (its row losses and baseline), recorded per call."""
     seen = {}
     real = losses_module.score_function_surrogate
 
@@ -161,6 +159,14 @@ def test_the_score_function_estimator_moves_the_gates_by_each_rows_loss_against_
         return real(row_losses, gates, probs, baseline_losses)
 
     monkeypatch.setattr(losses_module, "score_function_surrogate", spy)
+    return seen
+
+
+def test_the_score_function_estimator_moves_the_gates_by_each_rows_loss_against_the_batch(monkeypatch):
+    torch.manual_seed(0)
+    model = GatedModel(tiny_model("bert")).train()
+    teacher = GatedModel(tiny_model("bert")).eval()
+    seen = _spy_on_the_surrogate(monkeypatch)
     settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0.0, budget_target="expected")
     gates = GateSettings(estimator="reinforce", detach_input=True)
     terms = stages.stage3(settings, gates, teacher, 2.0).loss(model, _budget_only_batch(), 0)
@@ -177,14 +183,7 @@ def test_the_greedy_baseline_scores_each_row_on_its_deterministic_route(monkeypa
     model = GatedModel(tiny_model("bert")).train()
     teacher = GatedModel(tiny_model("bert")).eval()
     model.threshold = 0.9  # a calibrated threshold must not leak into the baseline: p(run) > 0.5 decides
-    seen = {}
-    real = losses_module.score_function_surrogate
-
-    def spy(row_losses, gates, probs, baseline_losses=None):
-        seen["baseline"] = baseline_losses
-        return real(row_losses, gates, probs, baseline_losses)
-
-    monkeypatch.setattr(losses_module, "score_function_surrogate", spy)
+    seen = _spy_on_the_surrogate(monkeypatch)
     settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0.0, alpha_pred=0.5)
     gates = GateSettings(estimator="reinforce", baseline="greedy")
     batch = _budget_only_batch()
