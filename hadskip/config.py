@@ -82,7 +82,9 @@ class GateSettings(Settings):
     # was lower on CoLA in both seeds measured (CPU, paired against batch: -0.045 / -0.070 / -0.052 MCC at
     # 4.5 / 3 / 1.5 layers): a sample scores no better than the mode it rarely leaves, so the policy settles
     # on its early routes (seed 1 dropped layer 2, the costliest to skip, for every sentence at 4.5).
-    baseline: Literal["batch", "greedy"] = "batch"
+    # "pair": a second sampled route per row (one more routed forward pass a step); each route is the other's
+    # baseline and both routes' decisions learn, so a row's difficulty cancels and exploring costs nothing.
+    baseline: Literal["batch", "greedy", "pair"] = "batch"
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
     # every later layer is skipped): logit(run) += w * (u - 1/2), w this fixed value (the MLP learns). The

@@ -114,3 +114,4 @@ def test_the_score_function_estimator_names_the_settings_it_needs():
             overrides=["gates.estimator=reinmax", "stage3.budget_target=sampled", "gates.baseline=greedy"]
         )
     assert build_settings(overrides=["gates.baseline=greedy"]).gates.baseline == "greedy"
+    assert build_settings(overrides=["gates.baseline=pair"]).gates.baseline == "pair"

@@ -156,6 +156,7 @@ def _spy_on_the_surrogate(monkeypatch) -> dict:
 
     def spy(row_losses, gates, probs, baseline_losses=None):
         seen["rows"], seen["baseline"] = row_losses, baseline_losses
+        seen.setdefault("calls", []).append((row_losses, gates, baseline_losses))
         return real(row_losses, gates, probs, baseline_losses)
 
     monkeypatch.setattr(losses_module, "score_function_surrogate", spy)
@@ -199,6 +200,23 @@ def test_the_greedy_baseline_scores_each_row_on_its_deterministic_route(monkeypa
     expected = expected + 0.5 * losses_module.per_row_prediction_kd(forced.logits, t_logits)
     torch.testing.assert_close(seen["baseline"], expected)
     assert not seen["baseline"].requires_grad
+    terms["total"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None) > 0
+
+
+def test_the_pair_baseline_samples_a_second_route_and_each_route_is_the_others_baseline(monkeypatch):
+    torch.manual_seed(0)
+    model = GatedModel(tiny_model("bert")).train()
+    teacher = GatedModel(tiny_model("bert")).eval()
+    seen = _spy_on_the_surrogate(monkeypatch)
+    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0.0, alpha_pred=0.5)
+    gates = GateSettings(estimator="reinforce", baseline="pair")
+    terms = stages.stage3(settings, gates, teacher, 2.0).loss(model, _budget_only_batch(), 0)
+    (rows_a, gates_a, base_a), (rows_b, gates_b, base_b) = seen["calls"]
+    assert base_a is rows_b and base_b is rows_a
+    assert not (gates_a == gates_b).all()  # two independent samples
+    torch.testing.assert_close(rows_a.mean(), terms["task"] + 0.5 * terms["kd_pred"])
+    torch.testing.assert_close(terms["total"], terms["task"] + 0.5 * terms["kd_pred"])  # the surrogate adds 0
     terms["total"].backward()
     assert sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None) > 0
 

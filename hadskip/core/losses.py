@@ -129,6 +129,23 @@ def score_function_surrogate(
     return surrogate - surrogate.detach()
 
 
+def paired_score_function_surrogate(
+    row_losses: torch.Tensor,
+    gates: torch.Tensor,
+    probs: torch.Tensor,
+    other_losses: torch.Tensor,
+    other_gates: torch.Tensor,
+    other_probs: torch.Tensor,
+) -> torch.Tensor:
+    """REINFORCE with two sampled routes per row, each the other's baseline (leave-one-out over a row's own
+    samples): (loss_a - loss_b) * grad log pi(a) and the reverse, averaged. Unbiased, as the samples are
+    independent; a row's difficulty cancels as with a per-row baseline, but the baseline is itself a sample,
+    so exploring is not penalised the way a baseline on the policy's mode penalises it. Value 0."""
+    forward = score_function_surrogate(row_losses, gates, probs, other_losses)
+    backward = score_function_surrogate(other_losses, other_gates, other_probs, row_losses)
+    return 0.5 * (forward + backward)
+
+
 def exit_task_losses(exit_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """(M,) task loss of each exit, shallowest first."""
     return torch.stack([task_loss(lg, labels) for lg in exit_logits])

@@ -73,9 +73,17 @@ def _policy_term(
     under ReinMax nothing (the task's gradient reaches the gates through the decisions themselves).
 
     `row_cost` maps logits to the per-row loss `row_losses` was computed with; with `gates.baseline="greedy"`
-    it scores each row on the route its gates take deterministically (p(run) > 0.5), as the baseline."""
+    it scores each row on the route its gates take deterministically (p(run) > 0.5), as the baseline; with
+    "pair" on a second sampled route, and both routes' decisions learn from the difference."""
     if gates.estimator != "reinforce":
         return 0.0
+    if gates.baseline == "pair":
+        other = _gate_forward(gates, model, batch)
+        with torch.no_grad():
+            other_losses = row_cost(other.logits)
+        return losses.paired_score_function_surrogate(
+            row_losses, out.gates, out.probs, other_losses, other.gates, other.probs
+        )
     baseline = None
     if gates.baseline == "greedy":
         with torch.no_grad(), model.eval_mode():
