@@ -84,6 +84,8 @@ class GateSettings(Settings):
     # on its early routes (seed 1 dropped layer 2, the costliest to skip, for every sentence at 4.5).
     # "pair": a second sampled route per row (one more routed forward pass a step); each route is the other's
     # baseline and both routes' decisions learn, so a row's difficulty cancels and exploring costs nothing.
+    # Paired against "batch" (CPU, three seeds): SST-2 at 4.5 layers +0.026 in every seed, CoLA at 1.5 -0.055
+    # in every seed, ties elsewhere; MRPC not yet measured (README, "From the new defaults").
     baseline: Literal["batch", "greedy", "pair"] = "batch"
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
