@@ -16,6 +16,8 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 
 smi=$!
 python3 bench/grid.py --tasks mrpc,cola,sst2 --seeds 1,2,3 --baselines entropy,berxit,static \
     --variant reinmax=gates.estimator=reinmax,stage3.budget_target=sampled,gates.detach_input=false \
+    --variant pair=gates.baseline=pair \
+    --variant pairent=gates.baseline=pair,gates.entropy_bonus=0.01 \
     --variant perg=stage3.clip=per_group \
     --variant attached=gates.detach_input=false \
     --variant routes=stage3.route_finetune_steps=100 \

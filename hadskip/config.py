@@ -87,6 +87,12 @@ class GateSettings(Settings):
     # Paired against "batch" (CPU, three seeds): SST-2 at 4.5 layers +0.026 in every seed, CoLA at 1.5 -0.055
     # in every seed, ties elsewhere; MRPC not yet measured (README, "From the new defaults").
     baseline: Literal["batch", "greedy", "pair"] = "batch"
+    # Weight of an exploration bonus: each step subtracts this times the routes' entropy (per row, the summed
+    # Bernoulli entropy of its gates' p(run), in nats; `losses.route_entropy`) from the gates' loss, so a
+    # policy that has settled on one route keeps sampling others unless the task says otherwise. 0: off (the
+    # paper has none). For the score-function estimator, whose lower-variance baselines ("pair") settled CoLA's
+    # 1.5-layer routes early and lost there (README); not yet measured. Stages II and III.
+    entropy_bonus: float = Field(0.0, ge=0.0, le=1.0)
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
     # every later layer is skipped): logit(run) += w * (u - 1/2), w this fixed value (the MLP learns). The
@@ -305,6 +311,7 @@ ADDED: dict[str, Any] = {
     "gates.detach_input": False,
     "stage3.budget_target": "sampled",
     "gates.baseline": "batch",
+    "gates.entropy_bonus": 0.0,
 }
 
 

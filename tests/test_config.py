@@ -115,3 +115,6 @@ def test_the_score_function_estimator_names_the_settings_it_needs():
         )
     assert build_settings(overrides=["gates.baseline=greedy"]).gates.baseline == "greedy"
     assert build_settings(overrides=["gates.baseline=pair"]).gates.baseline == "pair"
+    assert build_settings(overrides=["gates.entropy_bonus=0.01"]).gates.entropy_bonus == 0.01
+    with pytest.raises(ConfigError, match=r"gates.entropy_bonus=-0.1 is invalid"):
+        build_settings(overrides=["gates.entropy_bonus=-0.1"])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -129,6 +131,19 @@ def test_two_routes_per_row_as_each_others_baseline_are_unbiased_and_cancel_row_
     torch.testing.assert_close(batch.mean(0), c, atol=0.3, rtol=0.0)
     # difficulty (std 3) swamps the batch baseline's per-row estimates (measured 10x the variance)
     assert (paired.var(0) * 5 < batch.var(0)).all()
+
+
+def test_route_entropy_is_zero_for_a_fixed_route_and_a_bonus_on_it_pulls_p_run_towards_one_half():
+    fair, fixed = torch.full((3, 4), 0.5), torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 3)
+    torch.testing.assert_close(losses.route_entropy(fair), torch.tensor(4 * math.log(2)))
+    assert losses.route_entropy(fixed).item() < 1e-4
+    # two rows, one near-certain and one undecided: the per-row sums are averaged over rows
+    mixed = torch.tensor([[0.5, 0.5], [1.0, 1.0]])
+    torch.testing.assert_close(losses.route_entropy(mixed), torch.tensor(math.log(2)), atol=1e-4, rtol=0)
+    probs = torch.tensor([[0.9, 0.2, 0.5]], requires_grad=True)
+    (-losses.route_entropy(probs)).backward()  # the bonus, as a loss
+    assert probs.grad[0, 0] > 0 and probs.grad[0, 1] < 0  # descending moves 0.9 down and 0.2 up
+    assert abs(probs.grad[0, 2].item()) < 1e-5  # already undecided
 
 
 def test_per_row_prediction_kd_averages_to_the_batch_term():

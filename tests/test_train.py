@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -86,7 +88,7 @@ def test_switching_terms_off_removes_them():
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 0, 1])}
     settings = Stage3Settings(alpha_pred=0, alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0)
     terms = stages.stage3(settings, GateSettings(), teacher, 2.0).loss(model, batch, 0)
-    assert set(terms) == {"task", "budget", "total", "layers"}
+    assert set(terms) == {"task", "budget", "total", "layers", "entropy"}
     torch.testing.assert_close(terms["total"], terms["task"])
 
 
@@ -219,6 +221,34 @@ def test_the_pair_baseline_samples_a_second_route_and_each_route_is_the_others_b
     torch.testing.assert_close(terms["total"], terms["task"] + 0.5 * terms["kd_pred"])  # the surrogate adds 0
     terms["total"].backward()
     assert sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None) > 0
+
+
+@pytest.mark.parametrize("stage", ["II", "III"])
+def test_the_entropy_bonus_lowers_the_loss_by_its_weight_times_the_route_entropy_and_moves_only_gates(stage):
+    teacher = GatedModel(tiny_model("bert")).eval()
+    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=1.0)
+
+    def run(bonus):
+        torch.manual_seed(0)  # the same model, the same sampled routes
+        model = GatedModel(tiny_model("bert")).train()
+        gates = GateSettings(entropy_bonus=bonus)
+        if stage == "II":
+            terms = stages.stage2_loss(gates, model, _budget_only_batch(), 0)
+        else:
+            terms = stages.stage3(settings, gates, teacher, 2.0).loss(model, _budget_only_batch(), 0)
+        terms["total"].backward()
+        return terms, model
+
+    (off, plain), (on, bonus) = run(0.0), run(0.25)
+    assert 0 < on["entropy"] <= 6 * math.log(2)
+    torch.testing.assert_close(on["entropy"], off["entropy"])
+    torch.testing.assert_close(on["total"], off["total"] - 0.25 * on["entropy"])
+    gate_ids = {id(p) for p in bonus.gate_parameters()}
+    for (name, a), b in zip(plain.model.named_parameters(), bonus.model.parameters(), strict=True):
+        if id(b) in gate_ids:
+            assert not torch.equal(a.grad, b.grad), name
+        else:  # the gates read detached states: the bonus stops at them
+            assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad), name
 
 
 @pytest.mark.parametrize("target", ["expected", "sampled"])

@@ -146,6 +146,14 @@ def paired_score_function_surrogate(
     return 0.5 * (forward + backward)
 
 
+def route_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """How undecided the gates' routes are: per row, the summed Bernoulli entropy (nats) of its gates'
+    decisions, averaged over rows; probs (B, L) p(run). 0 for a fixed route, L ln 2 for a fair coin at every
+    gate. Gradient flows into probs (a bonus on it pushes p(run) towards 1/2)."""
+    p = probs.float().clamp(1e-6, 1.0 - 1e-6)
+    return -(p * p.log() + (1.0 - p) * (1.0 - p).log()).sum(-1).mean()
+
+
 def exit_task_losses(exit_logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """(M,) task loss of each exit, shallowest first."""
     return torch.stack([task_loss(lg, labels) for lg in exit_logits])

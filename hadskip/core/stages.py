@@ -91,14 +91,26 @@ def _policy_term(
     return losses.score_function_surrogate(row_losses, out.gates, out.probs, baseline)
 
 
+def _exploration_bonus(gates: GateSettings, out: GatedOutput) -> torch.Tensor | float:
+    """`gates.entropy_bonus` times the routes' entropy (subtracted from the loss), or nothing when off."""
+    if gates.entropy_bonus == 0:
+        return 0.0
+    return gates.entropy_bonus * losses.route_entropy(out.probs)
+
+
 def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
     """The gates alone learn to serve the task (no budget yet)."""
     out = _gate_forward(gates, model, batch)
     row_cost = partial(losses.per_row_task_loss, labels=batch["labels"])
     rows = row_cost(out.logits)
     task = rows.mean()
-    total = task + _policy_term(gates, rows, out, model, batch, row_cost)
-    return {"total": total, "task": task, "layers": out.gates.detach().sum(1).mean()}
+    total = task + _policy_term(gates, rows, out, model, batch, row_cost) - _exploration_bonus(gates, out)
+    return {
+        "total": total,
+        "task": task,
+        "layers": out.gates.detach().sum(1).mean(),
+        "entropy": losses.route_entropy(out.probs.detach()),
+    }
 
 
 def stage3_loss(
@@ -159,8 +171,9 @@ def stage3_loss(
         "budget": settings.beta,
     }
     policy = _policy_term(gates, cost(per_row), out, model, batch, lambda lg: cost(row_terms(lg)))
-    terms["total"] = sum(weights[k] * v for k, v in terms.items()) + policy
+    terms["total"] = sum(weights[k] * v for k, v in terms.items()) + policy - _exploration_bonus(gates, out)
     terms["layers"] = out.gates.detach().sum(1).mean()
+    terms["entropy"] = losses.route_entropy(out.probs.detach())  # how undecided the routes still are
     return terms
 
 
