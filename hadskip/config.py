@@ -85,7 +85,7 @@ class GateSettings(Settings):
     # "pair": a second sampled route per row (one more routed forward pass a step); each route is the other's
     # baseline and both routes' decisions learn, so a row's difficulty cancels and exploring costs nothing.
     # Paired against "batch" (CPU, three seeds): SST-2 at 4.5 layers +0.026 in every seed, CoLA at 1.5 -0.055
-    # in every seed, ties elsewhere; MRPC not yet measured (README, "From the new defaults").
+    # in every seed, MRPC ties at every budget, ties elsewhere (README, "From the new defaults").
     baseline: Literal["batch", "greedy", "pair"] = "batch"
     # Weight of an exploration bonus: each step subtracts this times the routes' entropy (per row, the summed
     # Bernoulli entropy of its gates' p(run), in nats; `losses.route_entropy`) from the gates' loss, so a
