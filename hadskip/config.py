@@ -91,7 +91,10 @@ class GateSettings(Settings):
     # Bernoulli entropy of its gates' p(run), in nats; `losses.route_entropy`) from the gates' loss, so a
     # policy that has settled on one route keeps sampling others unless the task says otherwise. 0: off (the
     # paper has none). For the score-function estimator, whose lower-variance baselines ("pair") settled CoLA's
-    # 1.5-layer routes early and lost there (README); not yet measured. Stages II and III.
+    # 1.5-layer routes early and lost there (README). With "pair" at 0.1 (CPU, CoLA, three seeds) the routes
+    # stayed undecided and CoLA at 1.5 layers rose in every seed (0.169 MCC against pair's 0.079, the
+    # defaults' 0.135), ties elsewhere; SST-2 (one seed) lost pair's gain at 4.5. At 0.01 it changed nothing.
+    # Stages II and III.
     entropy_bonus: float = Field(0.0, ge=0.0, le=1.0)
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
