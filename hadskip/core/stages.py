@@ -93,7 +93,7 @@ def _policy_term(
 
 def _exploration_bonus(gates: GateSettings, out: GatedOutput) -> torch.Tensor | float:
     """`gates.entropy_bonus` times the routes' entropy (subtracted from the loss), or nothing when off."""
-    if gates.entropy_bonus == 0:
+    if gates.entropy_bonus == 0 or out.probs is None:  # p(run) is recorded in training mode only
         return 0.0
     return gates.entropy_bonus * losses.route_entropy(out.probs)
 
@@ -105,12 +105,10 @@ def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int)
     rows = row_cost(out.logits)
     task = rows.mean()
     total = task + _policy_term(gates, rows, out, model, batch, row_cost) - _exploration_bonus(gates, out)
-    return {
-        "total": total,
-        "task": task,
-        "layers": out.gates.detach().sum(1).mean(),
-        "entropy": losses.route_entropy(out.probs.detach()),
-    }
+    terms = {"total": total, "task": task, "layers": out.gates.detach().sum(1).mean()}
+    if out.probs is not None:
+        terms["entropy"] = losses.route_entropy(out.probs.detach())
+    return terms
 
 
 def stage3_loss(
@@ -173,7 +171,8 @@ def stage3_loss(
     policy = _policy_term(gates, cost(per_row), out, model, batch, lambda lg: cost(row_terms(lg)))
     terms["total"] = sum(weights[k] * v for k, v in terms.items()) + policy - _exploration_bonus(gates, out)
     terms["layers"] = out.gates.detach().sum(1).mean()
-    terms["entropy"] = losses.route_entropy(out.probs.detach())  # how undecided the routes still are
+    if out.probs is not None:  # how undecided the routes still are (training mode records p(run))
+        terms["entropy"] = losses.route_entropy(out.probs.detach())
     return terms
 
 
