@@ -91,11 +91,16 @@ def _policy_term(
     return losses.score_function_surrogate(row_losses, out.gates, out.probs, baseline)
 
 
-def _exploration_bonus(gates: GateSettings, out: GatedOutput) -> torch.Tensor | float:
-    """`gates.entropy_bonus` times the routes' entropy (subtracted from the loss), or nothing when off."""
-    if gates.entropy_bonus == 0 or out.probs is None:  # p(run) is recorded in training mode only
+def _exploration_bonus(
+    gates: GateSettings, out: GatedOutput, terms: dict[str, torch.Tensor]
+) -> torch.Tensor | float:
+    """`gates.entropy_bonus` times the routes' entropy, to subtract from the loss; records the entropy (how
+    undecided the routes still are) in `terms`. Nothing when the pass recorded no p(run) (eval mode)."""
+    if out.probs is None:
         return 0.0
-    return gates.entropy_bonus * losses.route_entropy(out.probs)
+    entropy = losses.route_entropy(out.probs if gates.entropy_bonus else out.probs.detach())
+    terms["entropy"] = entropy.detach()
+    return gates.entropy_bonus * entropy
 
 
 def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int) -> dict[str, torch.Tensor]:
@@ -104,10 +109,9 @@ def stage2_loss(gates: GateSettings, model: GatedModel, batch: Batch, step: int)
     row_cost = partial(losses.per_row_task_loss, labels=batch["labels"])
     rows = row_cost(out.logits)
     task = rows.mean()
-    total = task + _policy_term(gates, rows, out, model, batch, row_cost) - _exploration_bonus(gates, out)
-    terms = {"total": total, "task": task, "layers": out.gates.detach().sum(1).mean()}
-    if out.probs is not None:
-        terms["entropy"] = losses.route_entropy(out.probs.detach())
+    terms = {"task": task, "layers": out.gates.detach().sum(1).mean()}
+    policy = _policy_term(gates, rows, out, model, batch, row_cost)
+    terms["total"] = task + policy - _exploration_bonus(gates, out, terms)
     return terms
 
 
@@ -169,10 +173,9 @@ def stage3_loss(
         "budget": settings.beta,
     }
     policy = _policy_term(gates, cost(per_row), out, model, batch, lambda lg: cost(row_terms(lg)))
-    terms["total"] = sum(weights[k] * v for k, v in terms.items()) + policy - _exploration_bonus(gates, out)
+    weighted = sum(weights[k] * v for k, v in terms.items())
+    terms["total"] = weighted + policy - _exploration_bonus(gates, out, terms)
     terms["layers"] = out.gates.detach().sum(1).mean()
-    if out.probs is not None:  # how undecided the routes still are (training mode records p(run))
-        terms["entropy"] = losses.route_entropy(out.probs.detach())
     return terms
 
 
