@@ -305,7 +305,8 @@ def test_baselines_run_beside_hadskip_in_their_own_studies(
     pabee = points[points.method == "pabee"]
     assert ((pabee.lr >= 5e-6) & (pabee.lr <= 5e-5)).all() and pabee.beta.isna().all()
     # a search's first trial runs the defaults
-    assert (points.lr == 2e-5).all() and (points.batch_size == 32).all()
+    assert (points[points.method == "hadskip"].lr == 5e-5).all() and (pabee.lr == 2e-5).all()
+    assert (points.batch_size == 32).all()
     assert (points[points.method == "hadskip"].beta == 50.0).all()
     assert len(df[df.method == "full"]) == 1  # one stage I for both methods
     assert "pabee" in out
@@ -433,7 +434,7 @@ def test_a_search_starts_from_the_defaults_inside_the_searched_ranges():
     # beta is fixed (not searched); alpha_emb=50 is none of its searched choices (0, 0.1, 1, 10), so Optuna
     # draws it
     assert point == {
-        "stage3.lr": 2e-5,
+        "stage3.lr": 5e-5,
         "stage3.batch_size": 32,
         "stage3.alpha_pred": 1.0,
         "stage3.alpha_hidden": 0.0,
