@@ -207,6 +207,28 @@ def test_deployed_route_finetuning_follows_each_requested_budget(
     assert (df[df.method == "hadskip"].mean_layers - df[df.method == "hadskip"].budget).abs().max() < 1.0
 
 
+def test_low_budget_scale_lengthens_only_the_homotopic_steps_below_the_threshold(
+    tmp_path, tiny_model_dir, glue_dir, monkeypatch
+):
+    import hadskip.run.hadskip_walk as walk
+
+    steps, real = [], walk.fit
+
+    def recording(model, stage, *a, **kw):
+        stats = real(model, stage, *a, **kw)
+        if stage.kind == "stage3":
+            steps.append((stage.budget, stats.steps))
+        return stats
+
+    monkeypatch.setattr(walk, "fit", recording)
+    extra = ["--set", "stage3.max_steps=null", "--set", "stage3.low_budget_scale=2"]
+    assert main(_argv(tiny_model_dir, glue_dir, tmp_path / "run", tmp_path / "cache", *extra)) == 0
+    # 4 layers, threshold 0.5: only 1.5 is below 2 layers; 2 itself keeps one epoch
+    one_epoch = steps[0][1]
+    assert steps == [(4, one_epoch), (3, one_epoch), (2, one_epoch), (1.5, 2 * one_epoch)]
+    assert one_epoch > 2
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
@@ -214,6 +236,7 @@ def test_deployed_route_finetuning_follows_each_requested_budget(
         (["--budgets", "3,x"], "--budgets '3,x' must be a comma list"),
         (["--set", "stage3.bta=1"], "unknown setting 'stage3.bta'"),
         (["--set", "stage3.beta=abc"], "setting stage3.beta='abc' is invalid"),
+        (["--set", "stage3.low_budget_below=0"], "setting stage3.low_budget_below=0 is invalid"),
         (["--task", "glue"], "unknown task 'glue'"),
         (["--set", "data.holdout_rows=100000"], "data.holdout_rows=100000 leaves nothing to train on"),
         (["--model", "/nonexistent/model"], "cannot load model '/nonexistent/model'"),

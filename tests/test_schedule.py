@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hadskip.core.schedule import budget_path, lr_factor, steps_for
+from hadskip.core.schedule import budget_path, lr_factor, step_epochs, steps_for
 
 
 def test_homotopic_path_walks_down_from_L_through_every_budget_once():
@@ -38,3 +38,9 @@ def test_steps_from_epochs_and_cap():
     assert steps_for(1.5, 10) == 15
     assert steps_for(0.01, 10) == 1
     assert steps_for(3, 10, max_steps=7) == 7
+
+
+def test_low_budget_steps_are_lengthened_strictly_below_the_fraction_of_the_layers():
+    assert [step_epochs(k, 6, 1.0, 2.0, 0.5) for k in (6, 4.5, 3, 2, 1.5)] == [1, 1, 1, 2, 2]
+    assert [step_epochs(k, 12, 1.5, 3.0, 0.25) for k in (9, 6, 3, 2)] == [1.5, 1.5, 1.5, 4.5]
+    assert step_epochs(1.5, 6, 1.5, 1.0, 0.5) == 1.5  # scale 1: every step alike

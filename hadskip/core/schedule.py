@@ -25,6 +25,14 @@ def budget_path(num_layers: int, budgets: list[float], step: float = 1.0) -> lis
     return sorted(points, reverse=True)
 
 
+def step_epochs(budget: float, num_layers: int, epochs: float, low_scale: float, below: float) -> float:
+    """Epochs of one homotopic step: `epochs` x `low_scale` where the budget is under `below` x the layers
+    (the path's last, hardest points: 2 and 1.5 of 6 layers at `below` 0.5), `epochs` everywhere else."""
+    if budget < below * num_layers - _EPS:
+        return epochs * low_scale
+    return epochs
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     """Linear warm-up to 1, then linear decay to 0 at `total_steps`."""
     if warmup_steps > 0 and step < warmup_steps:

@@ -11,7 +11,7 @@ from hadskip.core.inference import calibrate_threshold, predict
 from hadskip.core.loop import fit
 from hadskip.core.model import GatedModel
 from hadskip.core.runtime import seed_everything
-from hadskip.core.schedule import budget_path
+from hadskip.core.schedule import budget_path, step_epochs
 from hadskip.core.stages import caches_teacher_logits, deployed_routes, stage2, stage3
 from hadskip.run.backbone import load_gated
 from hadskip.run.points import RunContext, budget_seed
@@ -102,7 +102,15 @@ def train_hadskip(ctx: RunContext) -> None:
             student.load_state_dict(stage2_weights)
         seed = budget_seed(settings.training_seed, k)
         seed_everything(seed)
-        stage = stage3(stage3_settings, settings.gates, teacher, k, teacher_logits)
+        epochs = step_epochs(
+            k,
+            ctx.num_layers,
+            stage3_settings.epochs,
+            stage3_settings.low_budget_scale,
+            stage3_settings.low_budget_below,
+        )
+        point_settings = stage3_settings.model_copy(update={"epochs": epochs})
+        stage = stage3(point_settings, settings.gates, teacher, k, teacher_logits)
         stats = fit(student, stage, data.train, runtime, seed=seed)
         state.train_seconds += stats.seconds
         if k not in ctx.targets:
