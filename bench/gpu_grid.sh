@@ -3,9 +3,9 @@
 # HadSkip's defaults, entropy exit, BERxiT and static truncation on MRPC, CoLA and SST-2 (4,000 training rows)
 # at seeds 1-3, then one HadSkip variant after another from the defaults, until DEADLINE seconds (first run
 # 2026-12-04, README "On a GPU"; first now: `lr2`, the stage III learning rate the CPU's 5e-5 replaced (three
-# CPU seeds a task), `low1`, one epoch at every homotopic step, the path the
-# CPU's low-budget epochs replaced (1.5 layers only: higher with them in every seed on CoLA and SST-2)), then `pairent` and `pair`, the pair baseline with and
-# without the entropy bonus that undid its CoLA loss at 1.5 layers on three CPU seeds, then `reinmax`, the ReinMax defaults
+# CPU seeds a task), `low1`, one epoch at every homotopic step, the path the CPU's low-budget epochs replaced
+# (1.5 layers only: higher with them in every seed on CoLA and SST-2), then `pairent` and `pair`, the pair
+# baseline with and without the entropy bonus that undid its CoLA loss at 1.5 layers on three CPU seeds, then `reinmax`, the ReinMax defaults
 # the score-function estimator replaced on CPU evidence, which a GPU has not yet compared at three seeds). Run on the
 # device machine after `source .carry/setup.sh` (../shared/device/prepare.sh fills .carry). Writes under OUT
 # (default: a temp folder): table.txt, grid.log, gpu.csv (utilisation every 15 s), grid.tgz (every run's

@@ -168,7 +168,7 @@ class Stage3Settings(OptimSettings):
     lr: float = Field(5e-5, gt=0.0, le=1.0)
     epochs: float = Field(1.0, gt=0.0, le=1000.0)
     # `epochs` times this on the homotopic steps whose budget is below `low_budget_below` x the layers (2 and
-    # 1.5 of 6 layers; 1: every step alike, the paper's path). Two epochs at every step had lifted CoLA at 1.5
+    # 1.5 of 6 layers; 1: every step alike; the paper does not give a step's length). Two epochs at every step had lifted CoLA at 1.5
     # of 6 layers in every seed but lowered 4.5 and 3; longer steps only where the budget is low leave 4.5
     # and 3 as they were, and at 1.5 three seeds a task rose with the scale in every seed on CoLA and SST-2
     # (scale 1 / 2 / 3: MCC 0.139 / 0.182 / 0.220) (README, "More epochs where the budget is low"). Scale 3
