@@ -4,7 +4,9 @@
 # at seeds 1-3, then one HadSkip variant after another from the defaults, until DEADLINE seconds (first run
 # 2026-12-04, README "On a GPU"; first now: `lr2`, the stage III learning rate the CPU's 5e-5 replaced (three
 # CPU seeds a task), `low1`, one epoch at every homotopic step, the path the CPU's low-budget epochs replaced
-# (1.5 layers only: higher with them in every seed on CoLA and SST-2), then `pairent` and `pair`, the pair
+# (1.5 layers only: higher with them in every seed on CoLA and SST-2), `b60`, the long steps from 3 of 6
+# layers down (3 layers higher in every CPU seed on SST-2, a tie on CoLA, MRPC unmeasured), `low5`, a
+# larger scale (CPU: lower than 3 in every CoLA seed, a tie), then `pairent` and `pair`, the pair
 # baseline with and without the entropy bonus that undid its CoLA loss at 1.5 layers on three CPU seeds, then `reinmax`, the ReinMax defaults
 # the score-function estimator replaced on CPU evidence, which a GPU has not yet compared at three seeds). Run on the
 # device machine after `source .carry/setup.sh` (../shared/device/prepare.sh fills .carry). Writes under OUT
@@ -20,6 +22,8 @@ smi=$!
 python3 bench/grid.py --tasks mrpc,cola,sst2 --seeds 1,2,3 --baselines entropy,berxit,static \
     --variant lr2=stage3.lr=2e-5 \
     --variant low1=stage3.low_budget_scale=1 \
+    --variant b60=stage3.low_budget_below=0.6 \
+    --variant low5=stage3.low_budget_scale=5 \
     --variant pairent=gates.baseline=pair,gates.entropy_bonus=0.1 \
     --variant pair=gates.baseline=pair \
     --variant ent=gates.entropy_bonus=0.1 \
