@@ -5,7 +5,7 @@
 # 2026-12-04, README "On a GPU"; first now: `lr2`, the stage III learning rate the CPU's 5e-5 replaced (three
 # CPU seeds a task), `low1`, one epoch at every homotopic step, the path the CPU's low-budget epochs replaced
 # (1.5 layers only: higher with them in every seed on CoLA and SST-2), `b60`, the long steps from 3 of 6
-# layers down (3 layers higher in every CPU seed on SST-2, a tie on CoLA, MRPC unmeasured), `low5`, a
+# layers down (3 layers higher in every CPU seed on SST-2, a tie on CoLA, mixed on MRPC's two seeds), `low5`, a
 # larger scale (CPU: lower than 3 in every CoLA seed, a tie), then `pairent` and `pair`, the pair
 # baseline with and without the entropy bonus that undid its CoLA loss at 1.5 layers on three CPU seeds, then `reinmax`, the ReinMax defaults
 # the score-function estimator replaced on CPU evidence, which a GPU has not yet compared at three seeds). Run on the
