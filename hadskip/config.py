@@ -97,6 +97,12 @@ class GateSettings(Settings):
     # On the batch baseline at 0.1 (three seeds each): CoLA ties at every budget, MRPC higher at 3 and 1.5
     # layers in every seed (ties), SST-2 lower on the mean at every budget (ties): no default. Stages II, III.
     entropy_bonus: float = Field(0.0, ge=0.0, le=1.0)
+    # Scale of the score-function estimator's advantages (each row's loss against its baseline). "none": in
+    # the loss's own units, so the task's pull on the gates against the budget penalty's (beta) grows with the
+    # loss's scale: a squared error on STS-B's 0-5 scores is not a cross-entropy, and the pull shrinks as the
+    # training rows are fit. "rms": divided by their root mean square over the batch, a pull of the same size
+    # on every task and at every point of the path (advantage normalisation, as policy-gradient methods do).
+    advantage_norm: Literal["none", "rms"] = "none"
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
     # every later layer is skipped): logit(run) += w * (u - 1/2), w this fixed value (the MLP learns). The
@@ -285,6 +291,11 @@ class RunSettings(Settings):
                     "gates.estimator=reinforce needs stage3.budget_target=expected (or gates.estimator=reinmax): "
                     "sampled decisions carry no gradient under it, so a penalty on them could not move the gates"
                 )
+        elif self.gates.advantage_norm != "none":
+            raise ValueError(
+                f"gates.advantage_norm={self.gates.advantage_norm} scales the score-function estimator's "
+                "advantages: set gates.estimator=reinforce (or gates.advantage_norm=none)"
+            )
         elif self.gates.baseline != "batch":
             raise ValueError(
                 f"gates.baseline={self.gates.baseline} is a baseline of the score-function estimator: set "
@@ -333,6 +344,7 @@ ADDED: dict[str, Any] = {
     "stage3.budget_target": "sampled",
     "gates.baseline": "batch",
     "gates.entropy_bonus": 0.0,
+    "gates.advantage_norm": "none",
 }
 
 

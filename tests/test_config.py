@@ -118,3 +118,10 @@ def test_the_score_function_estimator_names_the_settings_it_needs():
     assert build_settings(overrides=["gates.entropy_bonus=0.01"]).gates.entropy_bonus == 0.01
     with pytest.raises(ConfigError, match=r"gates.entropy_bonus=-0.1 is invalid"):
         build_settings(overrides=["gates.entropy_bonus=-0.1"])
+    assert build_settings(overrides=["gates.advantage_norm=rms"]).gates.advantage_norm == "rms"
+    with pytest.raises(
+        ConfigError, match=r"^gates.advantage_norm=rms scales the score-function estimator's advantages"
+    ):
+        build_settings(
+            overrides=["gates.estimator=reinmax", "stage3.budget_target=sampled", "gates.advantage_norm=rms"]
+        )

@@ -91,6 +91,34 @@ def test_score_function_surrogate_is_an_unbiased_gradient_of_the_expected_loss()
     torch.testing.assert_close(p.grad, c, atol=0.03, rtol=0.0)
 
 
+def test_normalised_advantages_pull_the_gates_the_same_whatever_the_losss_scale():
+    gen = torch.Generator().manual_seed(0)
+    gates = (torch.rand(16, 3, generator=gen) < 0.5).float()
+    row_losses = torch.rand(16, generator=gen)
+    baseline = torch.rand(16, generator=gen)
+
+    def grad(scale, normalize, with_baseline=False):
+        probs = torch.full((16, 3), 0.4, requires_grad=True)
+        base = scale * baseline if with_baseline else None
+        losses.score_function_surrogate(scale * row_losses, gates, probs, base, normalize).backward()
+        return probs.grad
+
+    # in the loss's units the pull grows with the scale; normalised it does not, for either baseline
+    torch.testing.assert_close(grad(5.0, False), 5.0 * grad(1.0, False))
+    torch.testing.assert_close(grad(5.0, True), grad(1.0, True))
+    torch.testing.assert_close(grad(5.0, True, True), grad(1.0, True, True))
+    # the same direction, rescaled: every entry keeps its sign, and the advantages have unit mean square
+    plain, scaled = grad(1.0, False), grad(1.0, True)
+    assert torch.equal(plain.sign(), scaled.sign())
+    ratio = scaled[plain.abs() > 1e-6] / plain[plain.abs() > 1e-6]
+    torch.testing.assert_close(ratio, ratio[0].expand_as(ratio))
+    assert ratio[0].item() > 1.0  # losses in [0, 1] have advantages smaller than one on average
+    # a batch where every route lost the same: no pull, and no division by zero
+    probs = torch.full((4, 3), 0.4, requires_grad=True)
+    losses.score_function_surrogate(torch.ones(4), gates[:4], probs, normalize=True).backward()
+    assert probs.grad.abs().sum().item() == 0.0
+
+
 def test_a_per_row_baseline_leaves_only_what_the_route_changed():
     probs = torch.full((3, 2), 0.5, requires_grad=True)
     gates = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])

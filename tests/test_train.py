@@ -156,10 +156,11 @@ def _spy_on_the_surrogate(monkeypatch) -> dict:
     seen = {}
     real = losses_module.score_function_surrogate
 
-    def spy(row_losses, gates, probs, baseline_losses=None):
+    def spy(row_losses, gates, probs, baseline_losses=None, normalize=False):
         seen["rows"], seen["baseline"] = row_losses, baseline_losses
         seen.setdefault("calls", []).append((row_losses, gates, baseline_losses))
-        return real(row_losses, gates, probs, baseline_losses)
+        seen.setdefault("normalize", []).append(normalize)
+        return real(row_losses, gates, probs, baseline_losses, normalize)
 
     monkeypatch.setattr(losses_module, "score_function_surrogate", spy)
     return seen
@@ -221,6 +222,24 @@ def test_the_pair_baseline_samples_a_second_route_and_each_route_is_the_others_b
     torch.testing.assert_close(terms["total"], terms["task"] + 0.5 * terms["kd_pred"])  # the surrogate adds 0
     terms["total"].backward()
     assert sum(float(p.grad.abs().sum()) for p in model.gate_parameters() if p.grad is not None) > 0
+
+
+@pytest.mark.parametrize("baseline", ["batch", "pair"])
+def test_normalised_advantages_reach_every_surrogate_of_stages_ii_and_iii(monkeypatch, baseline):
+    teacher = GatedModel(tiny_model("bert")).eval()
+    settings = Stage3Settings(alpha_hidden=0, alpha_attn=0, alpha_emb=0, beta=0.0)
+    seen = _spy_on_the_surrogate(monkeypatch)
+    grads = {}
+    for norm in ("none", "rms"):
+        torch.manual_seed(0)  # the same model, the same sampled routes
+        model = GatedModel(tiny_model("bert")).train()
+        gates = GateSettings(baseline=baseline, advantage_norm=norm)
+        stages.stage2_loss(gates, model, _budget_only_batch(), 0)["total"].backward()
+        stages.stage3(settings, gates, teacher, 2.0).loss(model, _budget_only_batch(), 0)["total"].backward()
+        grads[norm] = torch.cat([p.grad.flatten() for p in model.gate_parameters() if p.grad is not None])
+    calls = 2 if baseline == "batch" else 4  # the pair baseline scores both routes, each against the other
+    assert seen["normalize"] == [False] * calls + [True] * calls
+    assert not torch.allclose(grads["none"], grads["rms"])
 
 
 @pytest.mark.parametrize("stage", ["II", "III"])

@@ -103,6 +103,7 @@ def score_function_surrogate(
     gates: torch.Tensor,
     probs: torch.Tensor,
     baseline_losses: torch.Tensor | None = None,
+    normalize: bool = False,
 ) -> torch.Tensor:
     """REINFORCE (the estimator BlockDrop trains its skipping policy with) for sampled gate decisions: a scalar
     whose gradient w.r.t. p(run) is an unbiased estimate of the gradient of the expected loss,
@@ -113,6 +114,12 @@ def score_function_surrogate(
     row_losses (B,), the loss each row's sampled route gave (no gradient flows into it); gates (B, L) the 0/1
     decisions taken; probs (B, L) p(run) of each gate. A route that loses more than its baseline has its
     decisions made less likely; the value is zero, only the gradient counts.
+
+    normalize divides the advantages by their root mean square over the batch: the gates' pull from the task
+    is then the same size whatever the loss's scale (a regression's squared error or a cross-entropy), so
+    the budget penalty's weight means the same on every task; only the direction of each row's pull is kept
+    (its expectation is then the expected loss's gradient only up to a scale, as the root mean square is
+    itself measured on the batch).
     """
     r = row_losses.detach().float()
     n = r.shape[0]
@@ -122,6 +129,8 @@ def score_function_surrogate(
         return probs.sum() * 0.0
     else:
         advantage = r - (r.sum() - r) / (n - 1)
+    if normalize:
+        advantage = advantage / advantage.pow(2).mean().sqrt().clamp_min(1e-8)
     p = probs.float().clamp(1e-6, 1.0 - 1e-6)
     g = gates.detach().float()
     log_pi = (g * p.log() + (1.0 - g) * (1.0 - p).log()).sum(-1)  # (B,)
@@ -136,13 +145,14 @@ def paired_score_function_surrogate(
     other_losses: torch.Tensor,
     other_gates: torch.Tensor,
     other_probs: torch.Tensor,
+    normalize: bool = False,
 ) -> torch.Tensor:
     """REINFORCE with two sampled routes per row, each the other's baseline (leave-one-out over a row's own
     samples): (loss_a - loss_b) * grad log pi(a) and the reverse, averaged. Unbiased, as the samples are
     independent; a row's difficulty cancels as with a per-row baseline, but the baseline is itself a sample,
     so exploring is not penalised the way a baseline on the policy's mode penalises it. Value 0."""
-    forward = score_function_surrogate(row_losses, gates, probs, other_losses)
-    backward = score_function_surrogate(other_losses, other_gates, other_probs, row_losses)
+    forward = score_function_surrogate(row_losses, gates, probs, other_losses, normalize)
+    backward = score_function_surrogate(other_losses, other_gates, other_probs, row_losses, normalize)
     return 0.5 * (forward + backward)
 
 

@@ -77,18 +77,19 @@ def _policy_term(
     "pair" on a second sampled route, and both routes' decisions learn from the difference."""
     if gates.estimator != "reinforce":
         return 0.0
+    normalize = gates.advantage_norm == "rms"
     if gates.baseline == "pair":
         other = _gate_forward(gates, model, batch)
         with torch.no_grad():
             other_losses = row_cost(other.logits)
         return losses.paired_score_function_surrogate(
-            row_losses, out.gates, out.probs, other_losses, other.gates, other.probs
+            row_losses, out.gates, out.probs, other_losses, other.gates, other.probs, normalize
         )
     baseline = None
     if gates.baseline == "greedy":
         with torch.no_grad(), model.eval_mode():
             baseline = row_cost(model(**_inputs(batch), threshold=0.5).logits)
-    return losses.score_function_surrogate(row_losses, out.gates, out.probs, baseline)
+    return losses.score_function_surrogate(row_losses, out.gates, out.probs, baseline, normalize)
 
 
 def _exploration_bonus(
