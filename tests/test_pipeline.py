@@ -229,6 +229,18 @@ def test_low_budget_scale_lengthens_only_the_homotopic_steps_below_the_threshold
     assert one_epoch > 2
 
 
+def test_the_path_below_the_low_budget_threshold_takes_its_own_step(
+    tmp_path, tiny_model_dir, glue_dir, count_fits
+):
+    steps = ["stage3.budget_step=0.5", "stage3.low_budget_step=1", "stage3.low_budget_below=0.75"]
+    extra = [a for s in steps for a in ("--set", s)]
+    assert main(_argv(tiny_model_dir, glue_dir, tmp_path / "run", tmp_path / "cache", *extra)) == 0
+    # 4 layers: half-layer steps down to 3 layers, then whole layers (one step throughout: 2.5 as well)
+    walked = [k for kind, k in count_fits if kind == "stage3"]
+    assert walked == [4, 3.5, 3, 2, 1.5]
+    assert read_results(tmp_path / "run" / "results.parquet")["budget"].tolist() == [4.0, 3.0, 1.5]
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

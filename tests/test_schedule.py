@@ -21,9 +21,32 @@ def test_homotopic_path_endpoints_and_monotonicity():
         assert set(budgets) <= set(path)
 
 
+def test_path_can_step_differently_below_a_fraction_of_the_layers():
+    # half-layer steps down to 3 of 6 layers, whole layers below; 3 itself steps by the low step
+    assert budget_path(6, [4.5, 3, 1.5], step=0.5, low_step=1, below=0.5) == [
+        6,
+        5.5,
+        5,
+        4.5,
+        4,
+        3.5,
+        3,
+        2,
+        1.5,
+    ]
+    assert budget_path(6, [4.5, 1.5], step=1, low_step=0.5, below=0.5) == [6, 5, 4.5, 4, 3, 2.5, 2, 1.5]
+    # a boundary off the step grid: the low step starts from the first point under it
+    assert budget_path(6, [1], step=2, low_step=0.5, below=0.5) == [6, 4, 2, 1.5, 1]
+    # no low step, or no boundary: one step throughout, as before
+    assert budget_path(6, [1.5], step=0.5, below=0.5) == budget_path(6, [1.5], step=0.5)
+    assert budget_path(6, [1.5], low_step=0.5) == budget_path(6, [1.5])
+
+
 def test_bad_step_is_rejected():
     with pytest.raises(ValueError, match="step"):
         budget_path(6, [3], step=0)
+    with pytest.raises(ValueError, match="low budget step"):
+        budget_path(6, [3], low_step=-1.0, below=0.5)
 
 
 def test_lr_warms_up_then_decays_to_zero():

@@ -7,19 +7,31 @@ import math
 _EPS = 1e-9
 
 
-def budget_path(num_layers: int, budgets: list[float], step: float = 1.0) -> list[float]:
+def budget_path(
+    num_layers: int,
+    budgets: list[float],
+    step: float = 1.0,
+    low_step: float | None = None,
+    below: float = 0.0,
+) -> list[float]:
     """The homotopic sequence s_0 = L > s_1 > ... > s_q = min(budgets) (paper Sec. 4.3, Stage III).
 
-    Integer steps below L by default (L, L-1, ...), with every requested budget inserted where it falls,
-    so one walk yields all of them: L=6, budgets [4.5, 3, 1.5] -> [6, 5, 4.5, 4, 3, 2, 1.5].
+    Steps of `step` below L (L, L-1, ... by default), and of `low_step` (None: `step`) from the points at or
+    under `below` x L, with every requested budget inserted where it falls, so one walk yields all of them:
+    L=6, budgets [4.5, 3, 1.5] -> [6, 5, 4.5, 4, 3, 2, 1.5]; step 0.5, low_step 1, below 0.5 ->
+    [6, 5.5, 5, 4.5, 4, 3.5, 3, 2, 1.5].
     """
-    if step <= 0:
-        raise ValueError(f"budget step {step!r} must be positive")
-    lowest = min(budgets)
+    low_step = step if low_step is None else low_step
+    for name, value in (("budget step", step), ("low budget step", low_step)):
+        if value <= 0:
+            raise ValueError(f"{name} {value!r} must be positive")
+    lowest, boundary = min(budgets), below * num_layers
     points = {float(num_layers)}
     k = float(num_layers)
-    while k - step > lowest + _EPS:
-        k -= step
+    while True:
+        k -= low_step if k <= boundary + _EPS else step
+        if k <= lowest + _EPS:
+            break
         points.add(round(k, 6))
     points.update(float(b) for b in budgets)
     return sorted(points, reverse=True)

@@ -79,7 +79,13 @@ def train_hadskip(ctx: RunContext) -> None:
             ctx.save_state()
 
     if stage3_settings.homotopic:
-        path = budget_path(ctx.num_layers, ctx.targets, stage3_settings.budget_step)
+        path = budget_path(
+            ctx.num_layers,
+            ctx.targets,
+            stage3_settings.budget_step,
+            stage3_settings.low_budget_step,
+            stage3_settings.low_budget_below,
+        )
         stage2_weights = None
     else:  # each budget trained straight from the stage II model (paper Table 2, "w/o homotopic")
         path = list(ctx.targets)
