@@ -8,7 +8,7 @@ are run with the gates forced: mean task loss on a seeded slice of training rows
     python bench/skip_cost.py MODEL_DIR --task mrpc [--data-dir ../shared/data/glue] [--rows 640]
 
 On MiniLM-L6 fine-tuned on MRPC (stage I, seed 1) dropping layer 2 takes dev F1 from 0.845 to 0.120 and
-dropping layer 4 to 0.843, while ReinMax-trained gates dropped layer 2 first (README, Benchmarks).
+dropping layer 4 to 0.843, while ReinMax-trained gates dropped layer 2 first (bench/RESULTS.md).
 """
 
 from __future__ import annotations

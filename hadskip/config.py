@@ -56,13 +56,13 @@ class GateSettings(Settings):
     # (Algorithm 1's D = One_Hot(pi_0)), so training sees the routes the deployed model takes.
     sample: bool = True
     # How the task's gradient reaches the gates. "reinmax" (appendix C, the paper's): through the sampled
-    # decision, a first-order estimate of what flipping it would cost. On MRPC it rated skipping layer 2 of the
-    # fine-tuned MiniLM-L6 as cheap (the gates dropped it for 91% of pairs at 5 layers) where skipping it for
-    # every pair drops dev F1 from 0.845 to 0.12 and skipping layer 4 costs 0.002. "reinforce": the
+    # decision, a first-order estimate of what flipping it would cost. On MRPC it rated skipping layer 2 of
+    # the fine-tuned MiniLM-L6 as cheap (the gates dropped it for 91% of pairs at 5 layers) where skipping it
+    # for every pair drops dev F1 from 0.845 to 0.12 and skipping layer 4 costs 0.002. "reinforce": the
     # score-function estimator (as BlockDrop trains its policy): the loss each row's sampled route actually
     # gave, against the rest of the batch, moves p(run); unbiased, noisier. Needs sampled decisions and the
     # budget penalty on p(run) (`stage3.budget_target="expected"`): the decisions themselves then carry no
-    # gradient. The default since it was measured on the CPU over three seeds per task (README, "The
+    # gradient. The default since it was measured on the CPU over three seeds per task (bench/RESULTS.md, "The
     # score-function estimator is the default"): higher than ReinMax in every seed on MRPC at 4.5 and on CoLA
     # at 3 layers, lower in every seed on SST-2 at 4.5 (-0.010, inside the spread), ties elsewhere; the
     # paper's estimator is `gates.estimator=reinmax stage3.budget_target=sampled gates.detach_input=false`.
@@ -73,7 +73,7 @@ class GateSettings(Settings):
     # on MiniLM-L6 / CoLA, cosine 0.05 with the task gradient). The gate still follows the backbone's states.
     # On with the score-function estimator (measured together); off in the paper. Switched off alone from
     # these defaults (CPU, three seeds): CoLA lower at 3 and 1.5 layers in every seed, SST-2 higher at 4.5 in
-    # every seed, all inside the spread (README, "From the new defaults, one switch at a time").
+    # every seed, all inside the spread (bench/RESULTS.md, "From the new defaults, one switch at a time").
     detach_input: bool = True
     # What the score-function estimator measures each row's sampled route against. "batch": the mean loss of
     # the batch's other rows, so a hard row's every decision looks costly and an easy row's cheap, whatever
@@ -85,26 +85,28 @@ class GateSettings(Settings):
     # "pair": a second sampled route per row (one more routed forward pass a step); each route is the other's
     # baseline and both routes' decisions learn, so a row's difficulty cancels and exploring costs nothing.
     # Paired against "batch" (CPU, three seeds): SST-2 at 4.5 layers +0.026 in every seed, CoLA at 1.5 -0.055
-    # in every seed, MRPC ties at every budget, ties elsewhere (README, "From the new defaults").
+    # in every seed, MRPC ties at every budget, ties elsewhere (bench/RESULTS.md, "From the new defaults").
     baseline: Literal["batch", "greedy", "pair"] = "batch"
     # Weight of an exploration bonus: each step subtracts this times the routes' entropy (per row, the summed
     # Bernoulli entropy of its gates' p(run), in nats; `losses.route_entropy`) from the gates' loss, so a
     # policy that has settled on one route keeps sampling others unless the task says otherwise. 0: off (the
-    # paper has none). For the score-function estimator, whose lower-variance baselines ("pair") settled CoLA's
-    # 1.5-layer routes early and lost there (README). With "pair" at 0.1 (CPU, CoLA, three seeds) the routes
-    # stayed undecided and CoLA at 1.5 layers rose in every seed (0.169 MCC against pair's 0.079, the
-    # defaults' 0.135), ties elsewhere; SST-2 (one seed) lost pair's gain at 4.5. At 0.01 it changed nothing.
-    # On the batch baseline at 0.1 (three seeds each): CoLA ties at every budget, MRPC higher at 3 and 1.5
-    # layers in every seed (ties), SST-2 lower on the mean at every budget (ties): no default. Stages II, III.
+    # paper has none). For the score-function estimator, whose lower-variance baselines ("pair") settled
+    # CoLA's 1.5-layer routes early and lost there (bench/RESULTS.md). With "pair" at 0.1 (CPU, CoLA, three
+    # seeds) the routes stayed undecided and CoLA at 1.5 layers rose in every seed (0.169 MCC against pair's
+    # 0.079, the defaults' 0.135), ties elsewhere; SST-2 (one seed) lost pair's gain at 4.5. At 0.01 it
+    # changed nothing. On the batch baseline at 0.1 (three seeds each): CoLA ties at every budget, MRPC higher
+    # at 3 and 1.5 layers in every seed (ties), SST-2 lower on the mean at every budget (ties): no default.
+    # Stages II, III.
     entropy_bonus: float = Field(0.0, ge=0.0, le=1.0)
     # Scale of the score-function estimator's advantages (each row's loss against its baseline). "none": in
     # the loss's own units, so the task's pull on the gates against the budget penalty's (beta) grows with the
     # loss's scale: a squared error on STS-B's 0-5 scores is not a cross-entropy, and the pull shrinks as the
     # training rows are fit. "rms": divided by their root mean square over the batch, a pull of the same size
     # on every task and at every point of the path (advantage normalisation, as policy-gradient methods do).
-    # Measured from the defaults (CPU, three seeds of CoLA and SST-2): ties everywhere, lower on the mean in all
-    # six cells; at beta = 50 it trains above the budget and leaves calibration to cut the rest (README,
-    # "Three more ways on from the defaults"). Meant for regression tasks, with beta searched alongside.
+    # Measured from the defaults (CPU, three seeds of CoLA and SST-2): ties everywhere, lower on the mean in
+    # all six cells; at beta = 50 it trains above the budget and leaves calibration to cut the rest
+    # (bench/RESULTS.md, "Three more ways on from the defaults"). Meant for regression tasks, with beta
+    # searched alongside.
     advantage_norm: Literal["none", "rms"] = "none"
     # Each gate also reads how unsure the model's own head is of the prediction it would make from the gate's
     # input state (normalised entropy u in [0, 1]; the head applied to h_{i-1} is what the model outputs if
@@ -126,7 +128,7 @@ class DataSettings(Settings):
     # Rows of the training split set aside before anything trains (seeded by `seed`, drawn before
     # `train_limit` subsamples the rest): every method calibrates its budget thresholds on these instead of
     # on training rows its model has fit. 0 (default): training rows. Measured on SST-2 (1,000 rows, 3
-    # seeds) it did not bring the exit baselines' dev layers closer to the budget (README, Benchmarks).
+    # seeds) it did not bring the exit baselines' dev layers closer to the budget (bench/RESULTS.md).
     holdout_rows: int = Field(0, ge=0)
 
     @field_validator("task")
@@ -173,17 +175,17 @@ class Stage3Settings(OptimSettings):
     # 5e-5, not the paper's fine-tuning 2e-5: every step of the homotopic path moves the backbone onto fewer
     # layers in one epoch, and the larger step measured higher on the mean at every budget on CoLA, SST-2
     # and MRPC (three seeds each, ties one by one; 21 of the 27 per-seed differences positive), MRPC at 4.5
-    # layers now level with BERxiT (README, "The stage III learning rate").
+    # layers now level with BERxiT (bench/RESULTS.md, "The stage III learning rate").
     lr: float = Field(5e-5, gt=0.0, le=1.0)
     epochs: float = Field(1.0, gt=0.0, le=1000.0)
     # `epochs` times this on the homotopic steps whose budget is below `low_budget_below` x the layers (2 and
     # 1.5 of 6 layers; 1: every step alike; the paper does not give a step's length). Two epochs at every step
-    # had lifted CoLA at 1.5 of 6 layers in every seed but lowered 4.5 and 3; longer steps only where the budget
-    # is low leave 4.5 and 3 as they were, and at 1.5 three seeds a task rose with the scale in every seed on
-    # CoLA and SST-2 (scale 1 / 2 / 3: MCC 0.139 / 0.182 / 0.220; 5: 0.189, lower than 3 in every seed) (README,
-    # "More epochs where the budget is low"). Scale 3 lengthens a 6-layer path of 7 epochs to 11 (its two low
-    # steps run at most 2 of 6 layers). `low_budget_below=0.6` (the step at 3 too): SST-2 at 3 layers higher in
-    # every seed, CoLA a tie at 3 and lower on the mean at 1.5, so 0.5 stays.
+    # had lifted CoLA at 1.5 of 6 layers in every seed but lowered 4.5 and 3; longer steps only where the
+    # budget is low leave 4.5 and 3 as they were, and at 1.5 three seeds a task rose with the scale in every
+    # seed on CoLA and SST-2 (scale 1 / 2 / 3: MCC 0.139 / 0.182 / 0.220; 5: 0.189, lower than 3 in every
+    # seed) (bench/RESULTS.md, "More epochs where the budget is low"). Scale 3 lengthens a 6-layer path of 7
+    # epochs to 11 (its two low steps run at most 2 of 6 layers). `low_budget_below=0.6` (the step at 3 too):
+    # SST-2 at 3 layers higher in every seed, CoLA a tie at 3 and lower on the mean at 1.5, so 0.5 stays.
     low_budget_scale: float = Field(3.0, gt=0.0, le=100.0)
     low_budget_below: float = Field(0.5, gt=0.0, le=1.0)
     # Learning rate of the gate parameters (None: the same as `lr`). Gates are small and
@@ -193,15 +195,15 @@ class Stage3Settings(OptimSettings):
     # distillation terms here (MiniLM-L6 on CoLA: 5.99 layers trained at k = 4.5); beta = 50 tracks the path
     # (4.60 layers at k = 4.5, 3.16 at k = 3). Searched again on the expected-usage penalty (CPU, three seeds
     # of CoLA and SST-2): 10 and 200 tie 50 at every budget but for a loss at 200 on SST-2 at 1.5 layers, both
-    # lower on the mean at 1.5, and at 10 SST-2's dev ran up to 1.83 layers at 1.5 (README, "The budget weight
-    # β"). Sweeps search it on a log range.
+    # lower on the mean at 1.5, and at 10 SST-2's dev ran up to 1.83 layers at 1.5 (bench/RESULTS.md, "The
+    # budget weight β"). Sweeps search it on a log range.
     beta: float = Field(50.0, ge=0.0)
     alpha_pred: float = Field(1.0, ge=0.0)
     # Feature distillation (Eqs. 6-8) is off by default: on an H200, three seeds of CoLA, MRPC and SST-2, the
     # prediction term alone won CoLA at 4.5 and 1.5 layers (paired, every seed; 1.5: 0.124 against 0.058) and
     # tied everywhere else, and without feature terms stage III reads the teacher's logits computed once per
-    # task instead of a teacher pass per step (README, Benchmarks). Switched on from the score-function
-    # defaults (CPU, three seeds of CoLA and SST-2) it tied at every budget. The paper's recipe: all three at 1.
+    # task instead of a teacher pass per step (bench/RESULTS.md). Switched on from the score-function defaults
+    # (CPU, three seeds of CoLA and SST-2) it tied at every budget. The paper's recipe: all three at 1.
     alpha_hidden: float = Field(0.0, ge=0.0)
     alpha_attn: float = Field(0.0, ge=0.0)
     alpha_emb: float = Field(0.0, ge=0.0)
@@ -211,11 +213,11 @@ class Stage3Settings(OptimSettings):
     homotopic: bool = True
     # Gap between consecutive budgets on the homotopic path L, L - step, ..., s. 0.5 (CPU, three seeds): CoLA
     # at 3 layers higher in every seed, at 1.5 lower in every seed (its three low steps give 9 epochs below
-    # half the layers, against 6), ties (README, "Three more ways on from the defaults").
+    # half the layers, against 6), ties (bench/RESULTS.md, "Three more ways on from the defaults").
     budget_step: float = Field(1.0, gt=0.0)
     # The gap between the path's points from `low_budget_below` x the layers down (None: `budget_step`): with
     # `budget_step=0.5` and 1 here, 6, 5.5, ..., 3.5, 3, 2, 1.5, the half-layer steps down to 3 layers and the
-    # defaults' two long steps below (README, "Half-layer steps down to half the layers").
+    # defaults' two long steps below (bench/RESULTS.md, "Half-layer steps down to half the layers").
     low_budget_step: float | None = Field(None, gt=0.0)
     # After each budget, pick the inference threshold on p(run) so deterministic routing meets the
     # budget on a slice of the training data (False: the plain 0.5 threshold, argmax of the gate).
@@ -230,11 +232,11 @@ class Stage3Settings(OptimSettings):
     # ((mean - k/L) / (k/L))^2, the miss as a fraction of the budget, so a 10% miss costs the same at k = 1.5
     # as at k = 4.5 (with "squared" it costs 9x less at 1.5 of 6 layers than at 4.5).
     budget_loss: Literal["squared", "relative"] = "squared"
-    # Dropout in the student while it trains here. With it, feature distillation against the eval-mode
-    # teacher sits on a noise floor (same weights, all gates open: kd_hidden 0.030, while skipping any one of
-    # layers 2-5 adds only 0.025-0.031), and embedding MSE pulls towards dropped-out embeddings. Off by
-    # default since four seeds on CoLA and SST-2 (README, ablation): the one switch with a paired win (CoLA,
-    # 3 layers) and no loss beyond the seeds' spread; True is the paper's plain training mode.
+    # Dropout in the student while it trains here. With it, feature distillation against the eval-mode teacher
+    # sits on a noise floor (same weights, all gates open: kd_hidden 0.030, while skipping any one of layers
+    # 2-5 adds only 0.025-0.031), and embedding MSE pulls towards dropped-out embeddings. Off by default since
+    # four seeds on CoLA and SST-2 (bench/RESULTS.md, ablation): the one switch with a paired win (CoLA, 3
+    # layers) and no loss beyond the seeds' spread; True is the paper's plain training mode.
     student_dropout: bool = False
     # After calibrating each requested budget: this many steps of training on the routes the deployed model
     # takes (the calibrated threshold's decisions, fixed per batch), backbone only, task + prediction
