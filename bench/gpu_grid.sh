@@ -2,7 +2,7 @@
 # Issue 11's comparison and ablation on one lent GPU, in one call of at most 10 minutes (bench/grid.py):
 # HadSkip's defaults, entropy exit, BERxiT and static truncation on MRPC, CoLA and SST-2 (4,000 training rows)
 # at seeds 1-3, then one HadSkip variant after another from the defaults, until DEADLINE seconds (first run
-# 2026-12-04, README "On a GPU"; first now: `bs05s2`, a homotopic path in half-layer steps with the low steps
+# 2026-12-04, bench/RESULTS.md "On a GPU"; first now: `bs05s2`, a homotopic path in half-layer steps with the low steps
 # at twice the epochs (the CPU's `bs05`, half-layer steps at three times, rose at 3 and 4.5 layers and fell at
 # 1.5, where its low steps add up to 9 epochs against the defaults' 6: this keeps 6), `bs05` itself, `anorm`,
 # the score-function advantages divided by their batch RMS (CPU: trains above the budget, no win), then `lr2`,
