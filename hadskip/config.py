@@ -215,9 +215,10 @@ class Stage3Settings(OptimSettings):
     # at 3 layers higher in every seed, at 1.5 lower in every seed (its three low steps give 9 epochs below
     # half the layers, against 6), ties (bench/RESULTS.md, "Three more ways on from the defaults").
     budget_step: float = Field(1.0, gt=0.0)
-    # The gap between the path's points from `low_budget_below` x the layers down (None: `budget_step`): with
-    # `budget_step=0.5` and 1 here, 6, 5.5, ..., 3.5, 3, 2, 1.5, the half-layer steps down to 3 layers and the
-    # defaults' two long steps below (bench/RESULTS.md, "Half-layer steps down to half the layers").
+    # The gap between the path's points from `low_budget_below` x the layers down (None: `budget_step`). With
+    # `budget_step=0.5` and 1 here (6, 5.5, ..., 3.5, 3, 2, 1.5: the half-layer steps down to 3 layers, the
+    # defaults' two long steps below) CoLA at 1.5 layers still fell, SST-2 tied (CPU, three seeds;
+    # bench/RESULTS.md, "Half-layer steps down to half the layers").
     low_budget_step: float | None = Field(None, gt=0.0)
     # After each budget, pick the inference threshold on p(run) so deterministic routing meets the
     # budget on a slice of the training data (False: the plain 0.5 threshold, argmax of the gate).
