@@ -135,3 +135,74 @@ def test_routes_of_a_trained_checkpoint(trained, glue_dir, capsys):
     assert "entropy on cola dev" in capsys.readouterr().out
     assert main(["-q", "routes", str(ckpt), "--task", "cola", "--top", "0"]) == 2
     assert "--top 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_shuffled_routes_keep_every_route_and_only_move_them_between_rows():
+    import numpy as np
+
+    from hadskip.data.routes import ShuffleTest, shuffled_routes
+
+    executed = np.array([[1, 0, 1], [1, 1, 1], [0, 0, 1], [1, 0, 0], [0, 1, 1]], dtype=bool)
+    first, second = shuffled_routes(executed, 2, seed=3)
+    for shuffled in (first, second):
+        assert sorted(map(tuple, shuffled)) == sorted(map(tuple, executed))
+    assert not (first == executed).all() and not (first == second).all()
+    assert (shuffled_routes(executed, 1, seed=3)[0] == first).all()  # seeded: the same first shuffle
+    t = ShuffleTest(metric="mcc", own=0.5, shuffled=(0.4, 0.5, 0.6))
+    assert t.at_least_own == 2 and t.p_value == pytest.approx(3 / 4)
+    assert t.mean == pytest.approx(0.5) and t.sd == pytest.approx(0.1)
+
+
+def test_forced_routes_reproduce_the_gates_own_decisions(trained, glue_dir):
+    import numpy as np
+    import torch
+
+    from hadskip.core.inference import predict
+    from hadskip.core.runtime import Runtime
+    from hadskip.run.curve import open_checkpoint
+
+    runtime = Runtime(device=torch.device("cpu"))
+    ckpt = trained / "hadskip" / "checkpoints" / "budget-3"
+    model, _, _, data, _ = open_checkpoint(ckpt, "cola", str(glue_dir), runtime)
+    dev = data.dev["dev"]
+    own = predict(model, dev, runtime, 16)
+    again = predict(model, dev, runtime, 16, routes=own.executed)
+    assert np.array_equal(again.executed, own.executed) and np.allclose(again.logits, own.logits, atol=1e-6)
+    none = predict(model, dev, runtime, 16, routes=np.zeros_like(own.executed))
+    skipped = predict(model, dev, runtime, 16, threshold=1.0)
+    assert not none.executed.any() and np.allclose(none.logits, skipped.logits, atol=1e-6)
+    every = predict(model, dev, runtime, 16, routes=np.ones_like(own.executed))
+    assert np.allclose(every.logits, predict(model, dev, runtime, 16, open_gates=True).logits, atol=1e-6)
+    with pytest.raises(ValueError, match="one route per row"):
+        predict(model, dev, runtime, 16, routes=own.executed[:-1])
+
+
+def test_routes_against_their_own_shuffles(trained, glue_dir, capsys):
+    ckpt = trained / "hadskip" / "checkpoints" / "budget-3"
+    argv = ["-q", "routes", str(ckpt), "--task", "cola", "--data-dir", str(glue_dir)]
+    assert main([*argv, "--shuffles", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "the same routes shuffled across the rows (3 shuffles, seed 1)" in out
+    assert "19 or more shuffles" in out
+    # one route for every row (nothing runs at threshold 1): a shuffle changes nothing, so every shuffle
+    # scores exactly the model's own routing
+    assert main([*argv, "--threshold", "1", "--shuffles", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "at or above its own in 2 of 2 (p = 1.000)" in out and "own - shuffled: +0.0000" in out
+    assert main([*argv, "--shuffles", "-1"]) == 2
+    assert "--shuffles -1 must be 0 (off) or more" in capsys.readouterr().err
+    exit_ckpt = trained / "entropy" / "checkpoints" / "budget-3"
+    exit_argv = [
+        "-q",
+        "routes",
+        str(exit_ckpt),
+        "--task",
+        "cola",
+        "--data-dir",
+        str(glue_dir),
+        "--shuffles",
+        "2",
+    ]
+    assert main(exit_argv) == 2
+    err = capsys.readouterr().err
+    assert "--shuffles needs a HadSkip checkpoint" in err and len(err.strip().splitlines()) == 1

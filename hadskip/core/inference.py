@@ -29,8 +29,13 @@ def predict(
     *,
     open_gates: bool = False,
     threshold: float | None = None,
+    routes: np.ndarray | None = None,
 ) -> EvalOutput:
-    """Deterministic predictions on every row of `data` (sharded over workers, gathered on all)."""
+    """Deterministic predictions on every row of `data` (sharded over workers, gathered on all). `routes`
+    (N, L) bool, one row per row of `data`: run exactly those layers for that row instead of what the gates
+    decide (`hadskip routes --shuffles` runs a model on its own routes handed to other rows)."""
+    if routes is not None and (routes.ndim != 2 or len(routes) != len(data)):
+        raise ValueError(f"routes of shape {routes.shape} do not give one route per row of {len(data)} rows")
     model.eval()
     model.set_attn_implementation("sdpa")
     batches = batch_indices(data.lengths, batch_size, shuffle=False)
@@ -39,7 +44,8 @@ def predict(
     start = time.perf_counter()
     for idx, batch in iterate(data, mine, runtime.device):
         batch.pop("labels")
-        out = model(**batch, open_gates=open_gates, threshold=threshold)
+        forced = None if routes is None else torch.from_numpy(routes[idx]).to(runtime.device)
+        out = model(**batch, open_gates=open_gates, threshold=threshold, forced_gates=forced)
         rows.append(idx)
         logits.append(out.logits.float().cpu().numpy())
         executed.append(out.gates.bool().cpu().numpy())

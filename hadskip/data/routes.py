@@ -89,3 +89,38 @@ def route_summary(
         groups=groups,
         common_label=common,
     )
+
+
+@dataclass(frozen=True)
+class ShuffleTest:
+    """A model's dev metric on its own routes against the same routes handed to other rows at random: the
+    shuffles keep every route and the mean executed layers exactly, and take away only which input gets
+    which route. If the shuffles score as well, the routing chose layers, not inputs."""
+
+    metric: str
+    own: float
+    shuffled: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.shuffled))
+
+    @property
+    def sd(self) -> float:
+        return float(np.std(self.shuffled, ddof=1)) if len(self.shuffled) > 1 else 0.0
+
+    @property
+    def at_least_own(self) -> int:
+        """Shuffles that scored at least the model's own routing."""
+        return int(sum(s >= self.own for s in self.shuffled))
+
+    @property
+    def p_value(self) -> float:
+        """One-sided permutation p-value of 'the own routing scores higher than chance assignment would'."""
+        return (1 + self.at_least_own) / (1 + len(self.shuffled))
+
+
+def shuffled_routes(executed: np.ndarray, shuffles: int, seed: int) -> list[np.ndarray]:
+    """`shuffles` seeded permutations of the rows' routes (N, L): row i gets another row's route."""
+    rng = np.random.default_rng(seed)
+    return [executed[rng.permutation(len(executed))] for _ in range(shuffles)]
