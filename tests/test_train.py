@@ -293,7 +293,7 @@ def test_the_budget_penalty_reads_p_run_or_the_sampled_gates(target, monkeypatch
     torch.testing.assert_close(terms["budget"], ((usage.mean() - 0.5) / 0.5) ** 2)
 
 
-def test_per_group_clipping_bounds_backbone_and_gates_separately():
+def test_per_group_clipping_bounds_backbone_and_gates_separately(caplog):
     from hadskip.core.loop import clip_gradients
 
     def groups():
@@ -316,14 +316,20 @@ def test_per_group_clipping_bounds_backbone_and_gates_separately():
     settings = Stage3Settings(
         batch_size=8, max_steps=2, clip="per_group", budget_target="expected", alpha_attn=0
     )
-    stats = fit(
-        model,
-        stages.stage3(settings, GateSettings(detach_input=True), teacher, 2.0),
-        _data(),
-        Runtime(),
-        seed=0,
-    )
+    with caplog.at_level("INFO", logger="hadskip.core.loop"):
+        stats = fit(
+            model,
+            stages.stage3(settings, GateSettings(detach_input=True), teacher, 2.0),
+            _data(),
+            Runtime(),
+            seed=0,
+        )
     assert np.isfinite(stats.losses["total"])
+    # the log says each clipped set's gradient norm before clipping; the stage's losses stay losses only
+    summary = [r.getMessage() for r in caplog.records if "steps in" in r.getMessage()][-1]
+    norms = dict(kv.rsplit(" ", 1) for kv in summary.split("; grad norm ")[1].split(", "))
+    assert set(norms) == {"backbone", "added"} and all(float(v) > 0 for v in norms.values())
+    assert not any("grad" in k for k in stats.losses)
 
 
 def test_training_without_dropout_is_deterministic_and_keeps_the_gates_training():

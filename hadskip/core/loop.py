@@ -100,8 +100,13 @@ def clip_gradients(groups: list[dict], max_norm: float, mode: str = "global") ->
     return {name: float(torch.nn.utils.clip_grad_norm_(ps, max_norm)) for name, ps in sets.items()}
 
 
-def _log_means(means: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+def _log_means(means: dict[str, float], norms: dict[str, float] | None = None) -> str:
+    """The loss terms' means, then (when clipping) the mean gradient norm of each clipped set before clipping:
+    a norm far above `max_grad_norm` means clipping, not the learning rate, sets that set's step."""
+    text = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+    if norms:
+        text += "; grad norm " + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
+    return text
 
 
 def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, seed: int) -> StageStats:
@@ -128,6 +133,7 @@ def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, see
     else:
         model.train_without_dropout()
     sums: dict[str, float] = {}
+    norm_sums: dict[str, float] = {}  # gradient norms before clipping, per clipped set
     count = 0
     start = time.perf_counter()
     show = runtime.is_main and (sys.stderr.isatty() if runtime.progress is None else runtime.progress)
@@ -162,7 +168,11 @@ def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, see
                 loss.backward()
                 runtime.average_gradients(params)
                 if stage.optim.max_grad_norm is not None:
-                    clip_gradients(optimizer.param_groups, stage.optim.max_grad_norm, stage.optim.clip)
+                    norms = clip_gradients(
+                        optimizer.param_groups, stage.optim.max_grad_norm, stage.optim.clip
+                    )
+                    for k, v in norms.items():
+                        norm_sums[k] = norm_sums.get(k, 0.0) + v
                 optimizer.step()
                 step += 1
                 count += 1
@@ -178,7 +188,8 @@ def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, see
                     if runtime.on_step is not None:
                         runtime.on_step(stage.name, step, total, means)
                     if not show and runtime.is_main:
-                        log.info("%s: step %d/%d, %s", stage.name, step, total, _log_means(means))
+                        norms = {k: v / count for k, v in norm_sums.items()}
+                        log.info("%s: step %d/%d, %s", stage.name, step, total, _log_means(means, norms))
             epoch += 1
     finally:
         bar.close()
@@ -186,5 +197,6 @@ def fit(model: GatedModel, stage: Stage, data: Encoded, runtime: Runtime, *, see
             p.requires_grad_(True)
     seconds = time.perf_counter() - start
     means = {k: v / max(count, 1) for k, v in sums.items()}
-    log.info("%s: %d steps in %.1fs, %s", stage.name, total, seconds, _log_means(means))
+    norms = {k: v / max(count, 1) for k, v in norm_sums.items()}
+    log.info("%s: %d steps in %.1fs, %s", stage.name, total, seconds, _log_means(means, norms))
     return StageStats(steps=total, seconds=seconds, losses=means)
