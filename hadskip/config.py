@@ -150,6 +150,9 @@ class OptimSettings(Settings):
     # Gradient clipping at max_grad_norm: "global", one norm over every trained parameter; "per_group", the
     # backbone and the wrapper's added modules (skip gates; an exit baseline's heads and loss weights) each
     # clipped on their own, so a large gate gradient does not shrink the backbone's step (and vice versa).
+    # In stage III the backbone's norm is 4-7 and the gates' 0.02-1.6, so global clipping scales every step,
+    # but AdamW divides out a steady scale; per-group tied the defaults on CoLA and SST-2 (CPU;
+    # bench/RESULTS.md, "Per-group clipping, the same seed on another CPU").
     clip: Literal["global", "per_group"] = "global"
 
 
