@@ -29,8 +29,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ConfigError(f"--top {args.top} must be at least 1")
-    if args.shuffles < 0:
-        raise ConfigError(f"--shuffles {args.shuffles} must be 0 (off) or more")
     report = checkpoint_routes(
         args.checkpoint,
         args.task,
